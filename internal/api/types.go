@@ -1,0 +1,85 @@
+// Package api holds the user-facing resource types of Trellis
+// (apiVersion trellis.dev/v1alpha1), their decoding from YAML or JSON, and
+// their validation. The same types are read by the control plane's store and
+// translator; nothing outside this package interprets raw user bytes.
+package api
+
+// APIVersion is the only apiVersion this release accepts.
+const APIVersion = "trellis.dev/v1alpha1"
+
+// DefaultNamespace is used when metadata.namespace is empty.
+const DefaultNamespace = "default"
+
+// Kinds this release knows.
+const (
+	KindRoute = "Route"
+)
+
+// Metadata names a resource.
+type Metadata struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	// Generation counts accepted changes to the spec; set by the store.
+	Generation int64 `json:"generation,omitempty"`
+}
+
+// Route sends a service's traffic to its versions: first by ordered match
+// rules, then by weight. It is the one resource a canary needs.
+type Route struct {
+	APIVersion string    `json:"apiVersion"`
+	Kind       string    `json:"kind"`
+	Metadata   Metadata  `json:"metadata"`
+	Spec       RouteSpec `json:"spec"`
+}
+
+// RouteSpec is what a Route says.
+type RouteSpec struct {
+	// Service is the mesh service whose traffic this Route directs.
+	Service string `json:"service"`
+	// Rules are tried in order: rules with matches first (any one match
+	// selects the rule), then the weighted rules split what is left.
+	Rules []RouteRule `json:"rules"`
+}
+
+// RouteRule sends traffic to one version, either because a request matches
+// (Matches) or by share (Weight). A rule has one or the other.
+type RouteRule struct {
+	Version string       `json:"version"`
+	Weight  *int         `json:"weight,omitempty"`
+	Matches []RouteMatch `json:"matches,omitempty"`
+}
+
+// RouteMatch is one way a request can select a rule; all of its conditions
+// must hold.
+type RouteMatch struct {
+	Path        *StringMatch           `json:"path,omitempty"`
+	Headers     map[string]StringMatch `json:"headers,omitempty"`
+	QueryParams map[string]StringMatch `json:"queryParams,omitempty"`
+}
+
+// StringMatch matches a string value; exactly one field is set.
+type StringMatch struct {
+	Exact   string `json:"exact,omitempty"`
+	Prefix  string `json:"prefix,omitempty"`
+	Regex   string `json:"regex,omitempty"`
+	Present bool   `json:"present,omitempty"`
+}
+
+// Instance is one running copy of a service version, as registered by its
+// sidecar. Address:Port is the sidecar's inbound listener.
+type Instance struct {
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	Version string `json:"version"`
+	Address string `json:"address"`
+	Port    int    `json:"port"`
+	Zone    string `json:"zone,omitempty"`
+}
+
+// ServiceSummary is what `trellis get services` shows: a service and how
+// many instances each of its versions has.
+type ServiceSummary struct {
+	Name     string         `json:"name"`
+	Versions map[string]int `json:"versions"`
+	Route    string         `json:"route,omitempty"`
+}
