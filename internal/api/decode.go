@@ -1,0 +1,141 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Resource is implemented by every kind of user resource.
+type Resource interface {
+	GetKind() string
+	Meta() *Metadata
+}
+
+// GetKind reports the resource's kind.
+func (r *Route) GetKind() string { return KindRoute }
+
+// Meta returns the resource's metadata for the store to fill in.
+func (r *Route) Meta() *Metadata { return &r.Metadata }
+
+// Decode reads one or more YAML or JSON documents (YAML documents separated
+// by "---"; JSON is YAML), strictly: an unknown field or a value of the
+// wrong type is an error naming its path. Each resource is defaulted and
+// validated. On any error nothing is returned, so a caller cannot store
+// half of a file.
+func Decode(data []byte) ([]Resource, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var out []Resource
+	for doc := 1; ; doc++ {
+		var raw any
+		err := dec.Decode(&raw)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %s", doc, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		if raw == nil { // an empty document between separators
+			continue
+		}
+		r, err := decodeOne(raw)
+		if err != nil {
+			return nil, fmt.Errorf("document %d%s", doc, err)
+		}
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no resources in input")
+	}
+	return out, nil
+}
+
+// decodeOne turns one generic document into a typed, validated resource.
+// Errors start with ": " or " (Kind "name"): " so Decode can prefix the
+// document number.
+func decodeOne(raw any) (Resource, error) {
+	obj, ok := raw.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf(": must be a mapping with apiVersion, kind, metadata and spec")
+	}
+	kind, _ := obj["kind"].(string)
+	var r Resource
+	switch kind {
+	case KindRoute:
+		r = &Route{}
+	case "":
+		return nil, fmt.Errorf(": kind: required")
+	default:
+		return nil, fmt.Errorf(": kind: unknown kind %q (known: %s)", kind, KindRoute)
+	}
+	name, _ := nestedString(obj, "metadata", "name")
+	where := fmt.Sprintf(" (%s %q): ", kind, name)
+	if err := checkShape(raw, typeOf(r), ""); err != nil {
+		return nil, fmt.Errorf("%s%w", where, err)
+	}
+	// checkShape guarantees the JSON round trip cannot fail on types.
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s%w", where, err)
+	}
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("%s%w", where, err)
+	}
+	Default(r)
+	if err := Validate(r); err != nil {
+		return nil, fmt.Errorf("%s%w", where, err)
+	}
+	return r, nil
+}
+
+// DecodeJSON reads one resource of a known kind from its stored JSON form
+// (the store's own bytes: already validated when applied).
+func DecodeJSON(kind string, data []byte) (Resource, error) {
+	var r Resource
+	switch kind {
+	case KindRoute:
+		r = &Route{}
+	default:
+		return nil, fmt.Errorf("unknown kind %q", kind)
+	}
+	if err := json.Unmarshal(data, r); err != nil {
+		return nil, fmt.Errorf("%s: %w", kind, err)
+	}
+	return r, nil
+}
+
+// Default fills in what a user may leave out.
+func Default(r Resource) {
+	m := r.Meta()
+	if m.Namespace == "" {
+		m.Namespace = DefaultNamespace
+	}
+}
+
+func nestedString(obj map[string]any, keys ...string) (string, bool) {
+	var cur any = obj
+	for _, k := range keys {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return "", false
+		}
+		cur = m[k]
+	}
+	s, ok := cur.(string)
+	return s, ok
+}
+
+// KindFor maps what a user types on the command line ("route", "routes",
+// "Route") to a kind.
+func KindFor(s string) (string, bool) {
+	switch strings.ToLower(s) {
+	case "route", "routes", "rt":
+		return KindRoute, true
+	}
+	return "", false
+}

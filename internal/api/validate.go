@@ -1,0 +1,245 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Validate checks one resource and returns the first problem as
+// "field.path: reason". It never changes the resource.
+func Validate(r Resource) error {
+	switch r := r.(type) {
+	case *Route:
+		return validateRoute(r)
+	}
+	return fmt.Errorf("kind: unknown kind %q", r.GetKind())
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// versionLabel is what a version may look like: "v1", "canary", "1.0".
+var versionLabel = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+
+var majorMinor = regexp.MustCompile(`^(\d+)\.(\d+)$`)
+
+func validateName(path, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%s: required", path)
+	case len(s) > 63:
+		return fmt.Errorf("%s: %q is longer than 63 characters", path, s)
+	case !dnsLabel.MatchString(s):
+		return fmt.Errorf("%s: %q must be lower-case letters, digits and '-', starting and ending with a letter or digit", path, s)
+	}
+	return nil
+}
+
+func validateMeta(kind string, apiVersion string, m Metadata) error {
+	if apiVersion != APIVersion {
+		return fmt.Errorf("apiVersion: must be %q, got %q", APIVersion, apiVersion)
+	}
+	if err := validateName("metadata.name", m.Name); err != nil {
+		return err
+	}
+	if m.Namespace != "" {
+		if err := validateName("metadata.namespace", m.Namespace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateRoute(r *Route) error {
+	if r.Kind != KindRoute {
+		return fmt.Errorf("kind: must be %q, got %q", KindRoute, r.Kind)
+	}
+	if err := validateMeta(r.Kind, r.APIVersion, r.Metadata); err != nil {
+		return err
+	}
+	s := r.Spec
+	if err := validateName("spec.service", s.Service); err != nil {
+		return err
+	}
+	if len(s.Rules) == 0 {
+		return errors.New("spec.rules: at least one rule is required")
+	}
+	weighted := map[string]bool{}
+	for i, rule := range s.Rules {
+		p := fmt.Sprintf("spec.rules[%d]", i)
+		if rule.Version == "" {
+			return fmt.Errorf("%s.version: required", p)
+		}
+		if !versionLabel.MatchString(rule.Version) || len(rule.Version) > 63 {
+			return fmt.Errorf("%s.version: %q must be letters, digits, '-', '_' and '.', at most 63 characters", p, rule.Version)
+		}
+		switch {
+		case rule.Weight != nil && len(rule.Matches) > 0:
+			return fmt.Errorf("%s: a rule has either matches or a weight, not both", p)
+		case rule.Weight == nil && len(rule.Matches) == 0:
+			return fmt.Errorf("%s: a rule needs matches (rule-based) or a weight (weighted)", p)
+		case rule.Weight != nil:
+			if w := *rule.Weight; w < 0 || w > 100 {
+				return fmt.Errorf("%s.weight: %d is out of range 0..100", p, w)
+			}
+			if weighted[rule.Version] {
+				return fmt.Errorf("%s.version: %q has a weight in an earlier rule already", p, rule.Version)
+			}
+			weighted[rule.Version] = true
+		default:
+			for j, m := range rule.Matches {
+				if err := validateMatch(fmt.Sprintf("%s.matches[%d]", p, j), m); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return validateWeights(s.Rules)
+}
+
+func validateMatch(p string, m RouteMatch) error {
+	if m.Path == nil && len(m.Headers) == 0 && len(m.QueryParams) == 0 {
+		return fmt.Errorf("%s: a match needs at least one of path, headers, queryParams", p)
+	}
+	if m.Path != nil {
+		if m.Path.Present {
+			return fmt.Errorf("%s.path: present is not meaningful for a path; use exact, prefix or regex", p)
+		}
+		if err := validateStringMatch(p+".path", *m.Path); err != nil {
+			return err
+		}
+		if v := m.Path.Exact + m.Path.Prefix; v != "" && !strings.HasPrefix(v, "/") {
+			return fmt.Errorf("%s.path: %q must start with /", p, v)
+		}
+	}
+	for _, name := range sortedMatchKeys(m.Headers) {
+		hp := fmt.Sprintf("%s.headers.%s", p, name)
+		if !validHeaderName(name) {
+			return fmt.Errorf("%s: %q is not a valid header name", hp, name)
+		}
+		if err := validateStringMatch(hp, m.Headers[name]); err != nil {
+			return err
+		}
+	}
+	for _, name := range sortedMatchKeys(m.QueryParams) {
+		qp := fmt.Sprintf("%s.queryParams.%s", p, name)
+		if name == "" {
+			return fmt.Errorf("%s: a query parameter name is required", qp)
+		}
+		if err := validateStringMatch(qp, m.QueryParams[name]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateStringMatch(p string, sm StringMatch) error {
+	set := 0
+	for _, on := range []bool{sm.Exact != "", sm.Prefix != "", sm.Regex != "", sm.Present} {
+		if on {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("%s: set exactly one of exact, prefix, regex, present (got %d)", p, set)
+	}
+	if sm.Regex != "" {
+		if _, err := regexp.Compile(sm.Regex); err != nil {
+			return fmt.Errorf("%s.regex: %q is not a valid RE2 expression: %s", p, sm.Regex, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+	}
+	return nil
+}
+
+// validHeaderName accepts RFC 9110 token characters, lower or upper case.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validateWeights checks that the weighted rules add up to 100: over all
+// versions when versions are opaque labels, per major version when every
+// version is written MAJOR.MINOR.
+func validateWeights(rules []RouteRule) error {
+	if !AllMajorMinor(rules) {
+		for i, r := range rules {
+			if majorMinor.MatchString(r.Version) {
+				return fmt.Errorf("spec.rules[%d].version: %q is MAJOR.MINOR but other versions are not; use one style in a Route", i, r.Version)
+			}
+		}
+	}
+	groups := map[string][]RouteRule{} // group key → weighted rules
+	var order []string
+	for _, r := range rules {
+		if r.Weight == nil {
+			continue
+		}
+		key := ""
+		if AllMajorMinor(rules) {
+			key, _ = MajorOf(r.Version)
+		}
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], r)
+	}
+	for _, key := range order {
+		sum := 0
+		var names []string
+		for _, r := range groups[key] {
+			sum += *r.Weight
+			names = append(names, r.Version)
+		}
+		if sum != 100 {
+			group := ""
+			if key != "" {
+				group = fmt.Sprintf(" (major version %s)", key)
+			}
+			return fmt.Errorf("spec.rules: weights of %s add up to %d, must be 100%s", strings.Join(names, ", "), sum, group)
+		}
+	}
+	return nil
+}
+
+// AllMajorMinor reports whether every version in the rules is written
+// MAJOR.MINOR, which turns on per-major weight groups and context paths.
+func AllMajorMinor(rules []RouteRule) bool {
+	for _, r := range rules {
+		if !majorMinor.MatchString(r.Version) {
+			return false
+		}
+	}
+	return len(rules) > 0
+}
+
+// MajorOf returns the MAJOR of a MAJOR.MINOR version, without leading zeros.
+func MajorOf(version string) (string, bool) {
+	m := majorMinor.FindStringSubmatch(version)
+	if m == nil {
+		return "", false
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return "", false
+	}
+	return strconv.Itoa(n), true
+}
+
+func sortedMatchKeys(m map[string]StringMatch) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
