@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func instanceIDs(t *testing.T, cp *controlPlane, service string) []string {
+	t.Helper()
+	is, err := cp.client().Instances(context.Background())
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, i := range is {
+		if i.Service == service {
+			ids = append(ids, i.Version)
+		}
+	}
+	return ids
+}
+
+func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
+	t.Parallel()
+	cp := startControl(t, "")
+	a := startPod(t, cp.xds, "ratings", "v1")
+	b := startPod(t, cp.xds, "ratings", "v2")
+	c := startPod(t, cp.xds, "ratings", "v3")
+	gw := startGateway(t, cp.xds)
+	mc := viaGateway(gw)
+	waitUntil(t, 5*time.Second, "three instances", func() bool { return len(instanceIDs(t, cp, "ratings")) == 3 })
+
+	// kill -9 the whole pod: its sidecar and app die without a word.
+	a.kill()
+	killed := time.Now()
+	waitUntil(t, 10*time.Second, "killed instance out of routing", func() bool {
+		for i := 0; i < 30; i++ {
+			code, v, _, err := mc.get("ratings", "/", nil)
+			if err != nil || code != 200 || v == "v1" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("killed instance left routing after %s", time.Since(killed).Round(time.Millisecond))
+	if ids := instanceIDs(t, cp, "ratings"); len(ids) != 2 {
+		t.Fatalf("registry after kill: %v", ids)
+	}
+
+	// A clean stop (SIGTERM to trellis run) deregisters at once.
+	b.stop()
+	if got := b.cmd.ProcessState.ExitCode(); got != 0 && got != 143 {
+		t.Fatalf("pod exit code %d", got)
+	}
+	waitUntil(t, 2*time.Second, "stopped instance deregistered", func() bool {
+		ids := instanceIDs(t, cp, "ratings")
+		return len(ids) == 1 && ids[0] == "v3"
+	})
+	if got := mc.split(t, "ratings", "/", nil, 50); got["v3"] != 50 {
+		t.Fatalf("only v3 left, got %v", got)
+	}
+	c.stop()
+	waitUntil(t, 5*time.Second, "no healthy upstream", func() bool {
+		code, _, merr, _ := mc.get("ratings", "/", nil)
+		return code == 503 && merr == "no_healthy_upstream"
+	})
+}
+
+func TestProxyKeepsConfigWhileControlPlaneIsDown(t *testing.T) {
+	t.Parallel()
+	cp := startControl(t, "")
+	startPod(t, cp.xds, "reviews", "v1")
+	startPod(t, cp.xds, "reviews", "v2")
+	startPod(t, cp.xds, "reviews", "v3")
+	gw := startGateway(t, cp.xds)
+	mc := viaGateway(gw)
+	apply(t, cp, canaryRoute)
+	waitUntil(t, 5*time.Second, "route applied", func() bool {
+		_, v, _, _ := mc.get("reviews", "/", map[string]string{"gray": "1"})
+		return v == "v3"
+	})
+
+	cp.stop()
+	// Everything still routes by the last config.
+	if got := mc.split(t, "reviews", "/", map[string]string{"gray": "1"}, 50); got["v3"] != 50 {
+		t.Fatalf("with the control plane down, header rule: got %v", got)
+	}
+	counts := mc.split(t, "reviews", "/", nil, 400)
+	if counts["v3"] != 0 || counts["v1"] < counts["v2"] {
+		t.Fatalf("with the control plane down, split: got %v", counts)
+	}
+
+	// Restart on the same data dir and ports: the Route survived, proxies
+	// reconnect and take a change.
+	cp2 := startControl(t, cp.dataDir, "--http-addr", cp.http, "--xds-addr", cp.xds)
+	out, _, code := trellisCLI(t, "", "get", "routes", "--server", cp2.http)
+	if code != 0 || !strings.Contains(out, "reviews") {
+		t.Fatalf("Route lost across restart:\n%s", out)
+	}
+	waitUntil(t, 15*time.Second, "pods re-registered", func() bool { return len(instanceIDs(t, cp2, "reviews")) == 3 })
+	apply(t, cp2, strings.Replace(strings.Replace(canaryRoute, "weight: 80", "weight: 0", 1), "weight: 20", "weight: 100", 1))
+	waitUntil(t, 15*time.Second, "change after reconnect", func() bool {
+		got := mc.split(t, "reviews", "/", nil, 20)
+		return got["v2"] == 20
+	})
+}
+
+func TestRunEndsWithTheApp(t *testing.T) {
+	t.Parallel()
+	cp := startControl(t, "")
+	// A job: the app exits 3; trellis run exits 3 and its sidecar is gone.
+	job := start(t, "job", "run", "--service", "job", "--control", cp.xds, "--", "sh", "-c",
+		`echo "proxy=$HTTP_PROXY service=$TRELLIS_SERVICE version=$TRELLIS_VERSION"; exit 3`)
+	if code := job.exitCode(30 * time.Second); code != 3 {
+		t.Fatalf("trellis run exit code %d, want 3:\n%s", code, job.output())
+	}
+	m := job.waitLine(runReady, time.Second)
+	if !strings.Contains(job.output(), "proxy=http://"+m[2]+" service=job version=v1") {
+		t.Fatalf("app environment:\n%s", job.output())
+	}
+	if c, err := net.DialTimeout("tcp", m[2], time.Second); err == nil {
+		c.Close()
+		t.Fatal("sidecar still listening after the app exited")
+	}
+}
+
+func TestGRPCThroughTwoSidecars(t *testing.T) {
+	t.Parallel()
+	cp := startControl(t, "")
+	startPod(t, cp.xds, "echo", "v2")
+	// A stock grpc-go client; trellis run sets only HTTPS_PROXY and friends.
+	client := start(t, "grpc-client", "run", "--service", "client", "--control", cp.xds, "--",
+		binary, "sample", "grpc-call", "--to", "echo:9000", "--count", "5")
+	if code := client.exitCode(60 * time.Second); code != 0 {
+		t.Fatalf("grpc client exit %d:\n%s", code, client.output())
+	}
+	out := client.output()
+	for _, want := range []string{`"call":"health"`, `"call":"unary"`, `"call":"stream"`, `"call":"chat"`, `"version":"v2"`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("grpc output lacks %s:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,217 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"trellis.dev/trellis/internal/control"
+	"trellis.dev/trellis/internal/meshxds"
+	"trellis.dev/trellis/internal/proxy"
+	"trellis.dev/trellis/internal/run"
+	"trellis.dev/trellis/internal/sample"
+)
+
+// signalContext ends on SIGINT or SIGTERM: long-running commands stop
+// cleanly on Ctrl-C.
+func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
+func newControlCmd() *cobra.Command {
+	var cfg control.Config
+	var etcd string
+	cmd := &cobra.Command{
+		Use:   "control",
+		Short: "Run the control plane: store (etcd), registry, xDS server and HTTP API",
+		Args:  cobra.NoArgs,
+	}
+	cmd.Flags().StringVar(&cfg.DataDir, "data-dir", ".trellis", "directory of the embedded etcd (unused with --etcd)")
+	cmd.Flags().StringVar(&etcd, "etcd", "", "external etcd endpoints, comma-separated (default: embedded etcd)")
+	cmd.Flags().StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:15000", "HTTP API address")
+	cmd.Flags().StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:15010", "xDS (gRPC) address")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		ctx, stop := signalContext(cmd.Context())
+		defer stop()
+		if etcd != "" {
+			cfg.Etcd = strings.Split(etcd, ",")
+		}
+		cfg.Logger = logger(cmd)
+		srv, err := control.Start(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "trellis control ready: http=%s xds=%s\n", srv.HTTPAddr(), srv.XDSAddr())
+		<-ctx.Done()
+		return srv.Close()
+	}
+	return cmd
+}
+
+// proxyFlags are the flags trellis proxy and trellis run share.
+type proxyFlags struct {
+	service, version, zone, address, admin, control string
+	inbound, outbound                               int
+}
+
+func (f *proxyFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.service, "service", "", "service name of this instance")
+	cmd.Flags().StringVar(&f.version, "version", "v1", "version label of this instance")
+	cmd.Flags().StringVar(&f.zone, "zone", "", "locality zone of this instance")
+	cmd.Flags().StringVar(&f.address, "address", "127.0.0.1", "IP the inbound listener binds and peers use")
+	cmd.Flags().IntVar(&f.inbound, "inbound-port", 0, "inbound listener port (0: pick a free one)")
+	cmd.Flags().IntVar(&f.outbound, "outbound-port", 0, "outbound listener port on 127.0.0.1 (0: pick a free one)")
+	cmd.Flags().StringVar(&f.admin, "admin-addr", "", "admin address (default: a free port on 127.0.0.1)")
+	cmd.Flags().StringVar(&f.control, "control", envOr("TRELLIS_CONTROL", "127.0.0.1:15010"), "control plane xDS address (env TRELLIS_CONTROL)")
+}
+
+func newProxyCmd() *cobra.Command {
+	var f proxyFlags
+	var appPort int
+	cmd := &cobra.Command{
+		Use:   "proxy --service S --version V --app-port P --inbound-port I --outbound-port O",
+		Short: "Run a sidecar proxy configured by xDS",
+		Args:  cobra.NoArgs,
+	}
+	f.register(cmd)
+	cmd.Flags().IntVar(&appPort, "app-port", 0, "the app's port on 127.0.0.1 (0: client-only, no inbound listener)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if f.service == "" {
+			return fmt.Errorf("--service: required")
+		}
+		return serveProxy(cmd, proxy.Config{
+			Role: meshxds.RoleSidecar, Service: f.service, Version: f.version, Zone: f.zone,
+			Address: f.address, AppPort: appPort, InboundPort: f.inbound, OutboundPort: f.outbound,
+			AdminAddr: f.admin, ControlAddr: f.control,
+		})
+	}
+	return cmd
+}
+
+func newGatewayCmd() *cobra.Command {
+	var listen, admin, ctl string
+	cmd := &cobra.Command{
+		Use:   "gateway --listen 127.0.0.1:8080",
+		Short: "Run the ingress gateway: north-south entry routed by Host and path",
+		Args:  cobra.NoArgs,
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address the gateway listens on")
+	cmd.Flags().StringVar(&admin, "admin-addr", "", "admin address (default: a free port on 127.0.0.1)")
+	cmd.Flags().StringVar(&ctl, "control", envOr("TRELLIS_CONTROL", "127.0.0.1:15010"), "control plane xDS address (env TRELLIS_CONTROL)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return serveProxy(cmd, proxy.Config{Role: meshxds.RoleGateway, GatewayAddr: listen, AdminAddr: admin, ControlAddr: ctl})
+	}
+	return cmd
+}
+
+// serveProxy runs a proxy until SIGINT/SIGTERM, then shuts it down cleanly.
+func serveProxy(cmd *cobra.Command, cfg proxy.Config) error {
+	ctx, stop := signalContext(cmd.Context())
+	defer stop()
+	cfg.Logger = logger(cmd)
+	p, err := proxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "trellis %s listening: inbound=%s outbound=%s gateway=%s admin=%s\n",
+		cfg.Role, p.InboundAddr(), p.OutboundAddr(), p.GatewayAddr(), p.AdminAddr())
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return p.Shutdown(sctx)
+}
+
+func newRunCmd() *cobra.Command {
+	var f proxyFlags
+	var port int
+	cmd := &cobra.Command{
+		Use:   "run --service S --version V --port P [--zone Z] -- CMD ARGS...",
+		Short: "Run an app with its sidecar: sidecar first, app exit ends the pod",
+		Args:  cobra.MinimumNArgs(1),
+	}
+	f.register(cmd)
+	cmd.Flags().IntVar(&port, "port", 0, "the app's port (0: a client-only job, not registered)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if f.service == "" {
+			return fmt.Errorf("--service: required")
+		}
+		code, err := run.Run(cmd.Context(), run.Config{
+			Service: f.service, Version: f.version, Zone: f.zone, Port: port, Address: f.address,
+			InboundPort: f.inbound, OutboundPort: f.outbound, AdminAddr: f.admin, Control: f.control,
+			Args: args, Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
+			Logger: logger(cmd),
+		})
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return exitError{code}
+		}
+		return nil
+	}
+	return cmd
+}
+
+func newSampleCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "sample", Short: "Sample apps for demos and tests"}
+	var port int
+	var service, version string
+	echo := &cobra.Command{
+		Use:   "echo --port P",
+		Short: "An HTTP/1.1, h2c and gRPC echo backend; /call?to=SERVICE calls through the sidecar",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			if port == 0 {
+				port, _ = strconv.Atoi(os.Getenv("PORT"))
+			}
+			lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "sample echo listening on %s\n", lis.Addr())
+			return sample.ServeEcho(ctx, lis, sample.EchoConfig{Service: service, Version: version, Logger: logger(cmd)})
+		},
+	}
+	echo.Flags().IntVar(&port, "port", 0, "port on 127.0.0.1 (default $PORT)")
+	echo.Flags().StringVar(&service, "service", "", "service name to report (default $TRELLIS_SERVICE)")
+	echo.Flags().StringVar(&version, "version", "", "version to report (default $TRELLIS_VERSION)")
+
+	var gc sample.GRPCCallConfig
+	grpcCall := &cobra.Command{
+		Use:   "grpc-call --to SERVICE:PORT",
+		Short: "A stock grpc-go client: health, unary, server-streaming and bidi calls to a sample echo",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if gc.Target == "" {
+				return fmt.Errorf("--to: required")
+			}
+			return sample.GRPCCall(cmd.Context(), gc, cmd.OutOrStdout())
+		},
+	}
+	grpcCall.Flags().StringVar(&gc.Target, "to", "", "gRPC target, e.g. echo:9000")
+	grpcCall.Flags().StringVar(&gc.Message, "message", "hello", "message to send")
+	grpcCall.Flags().IntVar(&gc.Count, "count", 3, "replies to ask for on the server stream")
+	grpcCall.Flags().DurationVar(&gc.Timeout, "timeout", 10*time.Second, "deadline of all calls")
+	cmd.AddCommand(echo, grpcCall)
+	return cmd
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,152 @@
+// Package run is "a pod without Kubernetes": it starts a sidecar in this
+// process, waits until the sidecar has its config, then starts the app with
+// the proxy environment set, forwards signals to it, and when the app exits
+// deregisters the instance and returns the app's exit code, so jobs finish.
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"trellis.dev/trellis/internal/meshxds"
+	"trellis.dev/trellis/internal/proxy"
+)
+
+// Config is what trellis run needs.
+type Config struct {
+	Service, Version, Zone string
+	// Port is the app's port; 0 runs a client-only pod (a job), which is
+	// not registered as an instance.
+	Port int
+	// Address is the IP peers use to reach this pod's inbound listener.
+	Address      string
+	InboundPort  int
+	OutboundPort int
+	AdminAddr    string
+	Control      string
+	ReadyTimeout time.Duration
+	Args         []string // the app's command line
+	Stdin        io.Reader
+	Stdout       io.Writer
+	Stderr       io.Writer
+	Logger       *slog.Logger
+}
+
+// Run runs the pod and returns the app's exit code. An error means the pod
+// could not start (or the app could not be started).
+func Run(ctx context.Context, cfg Config) (int, error) {
+	if len(cfg.Args) == 0 {
+		return 0, errors.New("command: required after -- (the app to run)")
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 30 * time.Second
+	}
+	p, err := proxy.New(proxy.Config{
+		Role:         meshxds.RoleSidecar,
+		Service:      cfg.Service,
+		Version:      cfg.Version,
+		Zone:         cfg.Zone,
+		Address:      cfg.Address,
+		AppPort:      cfg.Port,
+		InboundPort:  cfg.InboundPort,
+		OutboundPort: cfg.OutboundPort,
+		AdminAddr:    cfg.AdminAddr,
+		ControlAddr:  cfg.Control,
+		Logger:       cfg.Logger,
+	})
+	if err != nil {
+		return 0, err
+	}
+	// The sidecar outlives ctx's signal handling below: it is stopped only
+	// after the app has exited.
+	proxyCtx, stopProxy := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopProxy()
+	if err := p.Start(proxyCtx); err != nil {
+		return 0, fmt.Errorf("starting sidecar: %w", err)
+	}
+	shutdown := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.Shutdown(sctx)
+	}
+	// Until the app runs, a signal stops the pod; after that it goes to the app.
+	readyCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopSignals()
+	select {
+	case <-p.Ready():
+		stopSignals()
+	case <-time.After(cfg.ReadyTimeout):
+		shutdown()
+		return 0, fmt.Errorf("sidecar not ready after %s: no config from the control plane at %s", cfg.ReadyTimeout, cfg.Control)
+	case <-readyCtx.Done():
+		shutdown()
+		return 0, fmt.Errorf("stopped before the app started: %w", context.Cause(readyCtx))
+	}
+	fmt.Fprintf(cfg.Stderr, "trellis run ready: service=%s version=%s inbound=%s outbound=%s admin=%s\n",
+		cfg.Service, cfg.Version, p.InboundAddr(), p.OutboundAddr(), p.AdminAddr())
+
+	code, err := runApp(ctx, cfg, p.OutboundAddr())
+	shutdown()
+	return code, err
+}
+
+// runApp starts the app with the mesh environment and waits for it,
+// forwarding SIGINT, SIGTERM and SIGHUP.
+func runApp(ctx context.Context, cfg Config, outbound string) (int, error) {
+	cmd := exec.Command(cfg.Args[0], cfg.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
+	proxyURL := "http://" + outbound
+	cmd.Env = append(os.Environ(),
+		"HTTP_PROXY="+proxyURL, "http_proxy="+proxyURL,
+		"HTTPS_PROXY="+proxyURL, "https_proxy="+proxyURL,
+		"NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1",
+		"TRELLIS_SERVICE="+cfg.Service,
+		"TRELLIS_VERSION="+cfg.Version,
+	)
+	if cfg.Port > 0 {
+		cmd.Env = append(cmd.Env, "PORT="+strconv.Itoa(cfg.Port))
+	}
+	// If trellis run is killed outright, the app must not live on without
+	// its sidecar.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("starting %s: %w", cfg.Args[0], err)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case s := <-sigs:
+			_ = cmd.Process.Signal(s)
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			ctx = context.Background() // signal once
+		case err := <-done:
+			return exitCode(cmd, err)
+		}
+	}
+}
+
+func exitCode(cmd *exec.Cmd, err error) (int, error) {
+	var xe *exec.ExitError
+	if err != nil && !errors.As(err, &xe) {
+		return 0, err
+	}
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return cmd.ProcessState.ExitCode(), nil
+}
