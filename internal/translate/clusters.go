@@ -1,0 +1,115 @@
+package translate
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/meshxds"
+)
+
+// connectTimeout bounds a TCP connect to one endpoint.
+const connectTimeout = time.Second
+
+// MetadataNamespace is the endpoint filter_metadata key under which each
+// endpoint carries its "version" and "instance".
+const MetadataNamespace = "trellis"
+
+// clustersAndEndpoints builds, per service, the cluster of all its instances
+// and one cluster per version, each with its ClusterLoadAssignment. A
+// version without instances still gets a cluster with no endpoints, so a
+// Route to it is valid and fails with "no healthy upstream", not "no route".
+func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+	var clusters []*clusterv3.Cluster
+	var loads []*endpointv3.ClusterLoadAssignment
+	add := func(name string, insts []api.Instance) {
+		clusters = append(clusters, edsCluster(name))
+		loads = append(loads, loadAssignment(name, insts))
+	}
+	for _, s := range m.services {
+		add(meshxds.ClusterName(s.name, ""), s.instances)
+		for _, v := range s.versions {
+			var insts []api.Instance
+			for _, inst := range s.instances {
+				if inst.Version == v {
+					insts = append(insts, inst)
+				}
+			}
+			add(meshxds.ClusterName(s.name, v), insts)
+		}
+	}
+	return clusters, loads
+}
+
+// adsSource points a resource at the ADS stream the proxy already has open.
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+func edsCluster(name string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		// No service_name: the EDS resource is named after the cluster.
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		ConnectTimeout:   durationpb.New(connectTimeout),
+		// ROUND_ROBIN is the enum's zero value, so it does not show in
+		// JSON (or on the wire); it is spelled out here for the reader.
+		LbPolicy: clusterv3.Cluster_ROUND_ROBIN,
+	}
+}
+
+// loadAssignment groups insts (sorted by ID) by zone; zones are sorted, and
+// within a zone endpoints keep ID order.
+func loadAssignment(cluster string, insts []api.Instance) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
+	byZone := map[string]*endpointv3.LocalityLbEndpoints{}
+	for _, inst := range insts {
+		loc, ok := byZone[inst.Zone]
+		if !ok {
+			loc = &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Zone: inst.Zone}}
+			byZone[inst.Zone] = loc
+			cla.Endpoints = append(cla.Endpoints, loc)
+		}
+		loc.LbEndpoints = append(loc.LbEndpoints, lbEndpoint(inst))
+	}
+	slices.SortFunc(cla.Endpoints, func(a, b *endpointv3.LocalityLbEndpoints) int {
+		return cmp.Compare(a.Locality.Zone, b.Locality.Zone)
+	})
+	return cla
+}
+
+func lbEndpoint(inst api.Instance) *endpointv3.LbEndpoint {
+	return &endpointv3.LbEndpoint{
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: socketAddress(inst.Address, uint32(inst.Port)),
+		}},
+		// Instances are registered by live sidecars; health checking and
+		// outlier detection refine this on the proxy side.
+		HealthStatus: corev3.HealthStatus_HEALTHY,
+		Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+			MetadataNamespace: {Fields: map[string]*structpb.Value{
+				"version":  structpb.NewStringValue(inst.Version),
+				"instance": structpb.NewStringValue(inst.ID),
+			}},
+		}},
+	}
+}
+
+func socketAddress(addr string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol:      corev3.SocketAddress_TCP,
+		Address:       addr,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}

@@ -1,0 +1,91 @@
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"trellis.dev/trellis/internal/api"
+)
+
+// model is the input regrouped per service, the shape every builder reads.
+type model struct {
+	services []*service // sorted by name
+	warnings []string
+}
+
+// service is one mesh service: its instances, the versions that need a
+// cluster, and the Route that directs its traffic (nil when none).
+type service struct {
+	name      string
+	instances []api.Instance // sorted by ID
+	versions  []string       // sorted; versions with instances ∪ versions the Route names
+	route     *api.Route
+}
+
+func buildModel(in Input) *model {
+	byName := map[string]*service{}
+	get := func(name string) *service {
+		s, ok := byName[name]
+		if !ok {
+			s = &service{name: name}
+			byName[name] = s
+		}
+		return s
+	}
+
+	for _, inst := range in.Instances {
+		s := get(inst.Service)
+		s.instances = append(s.instances, inst)
+	}
+
+	// The Route with the smaller metadata.name wins, whatever the input order,
+	// so that the output does not depend on how the store listed them.
+	routes := slices.Clone(in.Routes)
+	slices.SortStableFunc(routes, func(a, b api.Route) int { return cmp.Compare(a.Metadata.Name, b.Metadata.Name) })
+	var warnings []string
+	for i := range routes {
+		r := &routes[i]
+		s := get(r.Spec.Service)
+		if s.route != nil {
+			warnings = append(warnings, fmt.Sprintf("routes %q and %q both direct service %q; using %q",
+				s.route.Metadata.Name, r.Metadata.Name, s.name, s.route.Metadata.Name))
+			continue
+		}
+		s.route = r
+	}
+
+	m := &model{warnings: warnings}
+	for _, s := range byName {
+		slices.SortFunc(s.instances, func(a, b api.Instance) int { return cmp.Compare(a.ID, b.ID) })
+		s.versions = serviceVersions(s)
+		m.services = append(m.services, s)
+	}
+	slices.SortFunc(m.services, func(a, b *service) int { return cmp.Compare(a.name, b.name) })
+	return m
+}
+
+// serviceVersions lists the versions of s that get their own cluster: every
+// version an instance runs and every version its Route names, so a Route
+// may point at a version before its first instance starts.
+func serviceVersions(s *service) []string {
+	set := map[string]bool{}
+	for _, inst := range s.instances {
+		if inst.Version != "" {
+			set[inst.Version] = true
+		}
+	}
+	if s.route != nil {
+		for _, rule := range s.route.Spec.Rules {
+			if rule.Version != "" {
+				set[rule.Version] = true
+			}
+		}
+	}
+	versions := make([]string, 0, len(set))
+	for v := range set {
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	return versions
+}

@@ -1,0 +1,221 @@
+package xdsserver
+
+import (
+	"cmp"
+	"maps"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/meshxds"
+)
+
+// ProxyStatus is what the control plane knows about one connected node.
+type ProxyStatus struct {
+	ID      string `json:"id"`
+	Role    string `json:"role,omitempty"`
+	Service string `json:"service,omitempty"`
+	Version string `json:"version,omitempty"`
+	Address string `json:"address,omitempty"` // announced (or, if none, the peer's IP)
+	Port    int    `json:"port,omitempty"`
+	Zone    string `json:"zone,omitempty"`
+	Peer    string `json:"peer,omitempty"` // remote address of the newest stream's connection
+	Streams int    `json:"streams"`
+	// ConnectedSince is when the node's first open stream bound to it.
+	ConnectedSince time.Time `json:"connectedSince"`
+	// Types holds, per type URL the node subscribed to, what it accepted
+	// and rejected.
+	Types map[string]TypeStatus `json:"types"`
+	// Synced: every subscribed type has ACKed the version of that type in
+	// the last published snapshot, i.e. the node runs the current config.
+	Synced bool `json:"synced"`
+}
+
+// TypeStatus is one node's state for one xDS type.
+//
+// A type's version is the snapshot version at which that type last changed
+// (unchanged types are not re-sent), so it can be older than Version().
+type TypeStatus struct {
+	Acked    string    `json:"acked,omitempty"` // last version the node accepted
+	AckedAt  time.Time `json:"ackedAt,omitzero"`
+	Nacked   string    `json:"nacked,omitempty"`    // version of the last rejected response
+	NackErr  string    `json:"nackError,omitempty"` // the node's reason for that rejection
+	NackedAt time.Time `json:"nackedAt,omitzero"`
+}
+
+// nodeState is one connected node: the streams bound to it and what it
+// announced on the newest of them.
+type nodeState struct {
+	status ProxyStatus
+	// inst is the instance to register for this node, nil when it is not a
+	// sidecar with a service and port.
+	inst *api.Instance
+}
+
+// bindLocked attaches st to node, creating the node on its first stream.
+// A node's snapshot exists only while it is connected, so that the cache
+// holds nothing for proxies that are gone. s.mu must be held.
+func (s *Server) bindLocked(st *streamState, node *core.Node) {
+	id := node.GetId()
+	st.node = id
+	ns := s.nodes[id]
+	if ns == nil {
+		ns = &nodeState{status: ProxyStatus{ID: id, ConnectedSince: time.Now(), Types: map[string]TypeStatus{}}}
+		s.nodes[id] = ns
+		if s.snap != nil {
+			if err := s.cache.SetSnapshot(s.ctx, id, s.snap); err != nil {
+				s.log.Error("setting snapshot", "node", id, "error", err)
+			}
+		}
+	}
+	ns.status.Streams++
+	// The newest stream's announcement wins: a proxy restarted under the
+	// same ID may announce a new port before its old stream times out.
+	meta := readMeta(node.GetMetadata(), st.peer)
+	ns.status.Role, ns.status.Service, ns.status.Version = meta.role, meta.service, meta.version
+	ns.status.Address, ns.status.Port, ns.status.Zone = meta.address, meta.port, meta.zone
+	ns.status.Peer = st.peer
+	ns.inst = meta.instance(id)
+	s.log.Info("proxy connected", "node", id, "role", meta.role, "service", meta.service,
+		"version", meta.version, "peer", st.peer, "streams", ns.status.Streams)
+}
+
+// unbindLocked detaches one stream from node id. s.mu must be held.
+func (s *Server) unbindLocked(id string) {
+	ns := s.nodes[id]
+	if ns == nil {
+		return
+	}
+	ns.status.Streams--
+	if ns.status.Streams > 0 {
+		return
+	}
+	delete(s.nodes, id)
+	s.cache.ClearSnapshot(id)
+	s.log.Info("proxy disconnected", "node", id)
+}
+
+// recordLocked notes a request's subscription and, if it answers a
+// response (has a nonce), its ACK or NACK. It returns the version a NACK
+// rejected ("" otherwise or when unknown). s.mu must be held.
+func (s *Server) recordLocked(st *streamState, typeURL, version, nonce string, nack *rpcstatus.Status) (rejected string) {
+	ns := s.nodes[st.node]
+	if ns == nil || typeURL == "" {
+		return ""
+	}
+	ts := ns.status.Types[typeURL]
+	defer func() { ns.status.Types[typeURL] = ts }()
+	if nonce == "" {
+		return "" // a subscription, not an answer
+	}
+	sent := st.sent[typeURL]
+	answered := ""
+	if sent.nonce == nonce {
+		answered = sent.version
+	}
+	if nack != nil {
+		ts.Nacked, ts.NackErr, ts.NackedAt = answered, nack.GetMessage(), time.Now()
+		s.log.Warn("proxy rejected config", "node", st.node, "type", typeURL,
+			"version", answered, "error", nack.GetMessage())
+		return answered
+	}
+	// SotW requests name the accepted version; delta ones only the nonce.
+	if version == "" {
+		version = answered
+	}
+	if version != "" {
+		ts.Acked, ts.AckedAt = version, time.Now()
+	}
+	return ""
+}
+
+// Proxies lists the connected nodes, sorted by ID.
+func (s *Server) Proxies() []ProxyStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(s.nodes))
+	for _, ns := range s.nodes {
+		p := ns.status
+		p.Types = maps.Clone(p.Types)
+		p.Synced = s.syncedLocked(p.Types)
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b ProxyStatus) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+func (s *Server) syncedLocked(types map[string]TypeStatus) bool {
+	if s.snap == nil || len(types) == 0 {
+		return false
+	}
+	for typeURL, ts := range types {
+		if ts.Acked != s.snap.GetVersion(typeURL) {
+			return false
+		}
+	}
+	return true
+}
+
+// meta is what a node announces in its metadata (keys in meshxds).
+type meta struct {
+	role, service, version, address, zone string
+	port                                  int
+}
+
+func readMeta(md *structpb.Struct, peerAddr string) meta {
+	str := func(key string) string { return md.GetFields()[key].GetStringValue() }
+	m := meta{
+		role:    str(meshxds.MetaRole),
+		service: str(meshxds.MetaService),
+		version: str(meshxds.MetaVersion),
+		address: str(meshxds.MetaAddress),
+		zone:    str(meshxds.MetaZone),
+		port:    readPort(md.GetFields()[meshxds.MetaPort]),
+	}
+	// A sidecar that does not know its own IP is reachable where it
+	// connected from.
+	if m.address == "" && peerAddr != "" {
+		if host, _, err := net.SplitHostPort(peerAddr); err == nil {
+			m.address = host
+		}
+	}
+	return m
+}
+
+// readPort accepts the port as a number or a string (bootstrap files and
+// flag-built metadata disagree); anything else is 0.
+func readPort(v *structpb.Value) int {
+	var p float64
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NumberValue:
+		p = k.NumberValue
+	case *structpb.Value_StringValue:
+		n, err := strconv.Atoi(k.StringValue)
+		if err != nil {
+			return 0
+		}
+		p = float64(n)
+	default:
+		return 0
+	}
+	if p < 1 || p > math.MaxUint16 || p != math.Trunc(p) {
+		return 0
+	}
+	return int(p)
+}
+
+// instance is what a node registers: only a sidecar (a node without a role
+// counts as one) with a service and a port.
+func (m meta) instance(id string) *api.Instance {
+	if m.role != meshxds.RoleSidecar && m.role != "" || m.service == "" || m.port == 0 {
+		return nil
+	}
+	return &api.Instance{ID: id, Service: m.service, Version: m.version, Address: m.address, Port: m.port, Zone: m.zone}
+}

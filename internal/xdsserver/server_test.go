@@ -1,0 +1,299 @@
+package xdsserver
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/meshxds"
+)
+
+func TestSotWReceivesConfigAndChanges(t *testing.T) {
+	s, addr := startServer(t, nil)
+	// Connect before the first Update: the node waits, then gets it.
+	c := newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
+	eventually(t, "node connected", func() bool { return len(s.Proxies()) == 1 })
+
+	if err := s.Update(input("v1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "all four types", func() bool {
+		for _, typ := range allTypes {
+			if c.version(typ) != "1" {
+				return false
+			}
+		}
+		return true
+	})
+	if got, want := c.resources(resource.ClusterType), []string{"reviews", "reviews|v1"}; !slices.Equal(got, want) {
+		t.Errorf("clusters = %v, want %v", got, want)
+	}
+	if got, want := c.resources(resource.ListenerType), []string{meshxds.ListenerGateway, meshxds.ListenerOutbound}; !slices.Equal(got, want) {
+		t.Errorf("listeners = %v, want %v", got, want)
+	}
+	if got := c.resources(resource.RouteType); !slices.Equal(got, []string{meshxds.RouteConfigMesh}) {
+		t.Errorf("routes = %v", got)
+	}
+	eventually(t, "synced", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Synced })
+
+	// A new version adds a cluster and its endpoints; listeners and routes
+	// are unchanged, keep version 1 and are not re-sent.
+	if err := s.Update(input("v1", "v2")); err != nil {
+		t.Fatal(err)
+	}
+	if s.Version() != "2" {
+		t.Fatalf("Version() = %q, want 2", s.Version())
+	}
+	eventually(t, "the change", func() bool {
+		return c.version(resource.ClusterType) == "2" && c.version(resource.EndpointType) == "2"
+	})
+	if got, want := c.resources(resource.EndpointType), []string{"reviews", "reviews|v1", "reviews|v2"}; !slices.Equal(got, want) {
+		t.Errorf("endpoints = %v, want %v", got, want)
+	}
+	if c.version(resource.ListenerType) != "1" {
+		t.Errorf("listeners re-sent for an endpoint-only change: version %q", c.version(resource.ListenerType))
+	}
+	eventually(t, "synced after change", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Synced })
+
+	p := s.Proxies()[0]
+	if p.ID != "reviews-1" || p.Role != meshxds.RoleSidecar || p.Service != "reviews" || p.Version != "v1" ||
+		p.Address != "10.1.2.3" || p.Port != 15006 || p.Zone != "zone-a" || p.Streams != 1 || p.ConnectedSince.IsZero() {
+		t.Errorf("proxy status = %+v", p)
+	}
+	if got := p.Types[resource.ClusterType].Acked; got != "2" {
+		t.Errorf("CDS acked = %q, want 2", got)
+	}
+}
+
+func TestUnchangedInputPublishesNothing(t *testing.T) {
+	s, _ := startServer(t, nil)
+	if err := s.Update(input("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(input("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if s.Version() != "1" {
+		t.Errorf("Version() = %q after an unchanged update, want 1", s.Version())
+	}
+}
+
+func TestNACKShowsInProxies(t *testing.T) {
+	s, addr := startServer(t, nil)
+	if err := s.Update(input("v1")); err != nil {
+		t.Fatal(err)
+	}
+	c := newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
+	eventually(t, "CDS 1", func() bool { return c.version(resource.ClusterType) == "1" })
+
+	c.nack(resource.ClusterType, "cluster reviews|v2: bad config")
+	if err := s.Update(input("v1", "v2")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "NACK recorded", func() bool {
+		p := s.Proxies()
+		return len(p) == 1 && p[0].Types[resource.ClusterType].NackErr != ""
+	})
+	p := s.Proxies()[0]
+	ts := p.Types[resource.ClusterType]
+	if ts.Nacked != "2" || ts.NackErr != "cluster reviews|v2: bad config" || ts.Acked != "1" || ts.NackedAt.IsZero() {
+		t.Errorf("CDS status = %+v", ts)
+	}
+	if p.Synced {
+		t.Error("a node that rejected the current clusters is reported synced")
+	}
+
+	// The rejected version is not resent (no NACK loop) ...
+	before := c.responses(resource.ClusterType)
+	time.Sleep(100 * time.Millisecond)
+	if n := c.responses(resource.ClusterType) - before; n != 0 {
+		t.Errorf("rejected clusters resent %d times", n)
+	}
+	// ... but the next config is sent, and accepted.
+	if err := s.Update(input("v1", "v3")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the fix accepted", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Synced })
+	if got := s.Proxies()[0].Types[resource.ClusterType].Acked; got != "3" {
+		t.Errorf("CDS acked %q after the fix, want 3", got)
+	}
+}
+
+func TestDeltaReceivesConfigAndChanges(t *testing.T) {
+	s, addr := startServer(t, nil)
+	if err := s.Update(input("v1")); err != nil {
+		t.Fatal(err)
+	}
+	c := newDeltaClient(t, dial(t, addr), node(t, "gw", map[string]any{meshxds.MetaRole: meshxds.RoleGateway}))
+	eventually(t, "delta resources", func() bool {
+		return slices.Equal(c.names(resource.ClusterType), []string{"reviews", "reviews|v1"}) &&
+			slices.Equal(c.names(resource.EndpointType), []string{"reviews", "reviews|v1"}) &&
+			slices.Equal(c.names(resource.ListenerType), []string{meshxds.ListenerGateway, meshxds.ListenerOutbound}) &&
+			slices.Equal(c.names(resource.RouteType), []string{meshxds.RouteConfigMesh})
+	})
+	eventually(t, "delta synced", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Synced })
+
+	// v1 replaced by v2: a cluster added, one removed.
+	if err := s.Update(input("v2")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "delta change", func() bool {
+		return slices.Equal(c.names(resource.ClusterType), []string{"reviews", "reviews|v2"}) &&
+			slices.Equal(c.names(resource.EndpointType), []string{"reviews", "reviews|v2"})
+	})
+	eventually(t, "delta ACK of version 2", func() bool {
+		p := s.Proxies()
+		return len(p) == 1 && p[0].Types[resource.ClusterType].Acked == "2" && p[0].Synced
+	})
+}
+
+// fakeRegistrar records Register and deregister calls.
+type fakeRegistrar struct {
+	mu      sync.Mutex
+	active  map[string]api.Instance
+	calls   []string // "register <id>" / "deregister <id>"
+	failing bool
+}
+
+func (f *fakeRegistrar) Register(_ context.Context, inst api.Instance) (func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failing {
+		return nil, errors.New("registry down")
+	}
+	f.active[inst.ID] = inst
+	f.calls = append(f.calls, "register "+inst.ID)
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.active, inst.ID)
+		f.calls = append(f.calls, "deregister "+inst.ID)
+	}, nil
+}
+
+func (f *fakeRegistrar) snapshot() (map[string]api.Instance, []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	active := map[string]api.Instance{}
+	for k, v := range f.active {
+		active[k] = v
+	}
+	return active, slices.Clone(f.calls)
+}
+
+func TestRegistrarFollowsStreams(t *testing.T) {
+	reg := &fakeRegistrar{active: map[string]api.Instance{}}
+	s, addr := startServer(t, reg)
+	if err := s.Update(input("v1")); err != nil {
+		t.Fatal(err)
+	}
+
+	// The port arrives as a string here; as a number in the second stream.
+	n := sidecar(t, "reviews-1", "reviews", "v1", "15006")
+	first := newSotwClient(t, dial(t, addr), n, nil)
+	eventually(t, "registration", func() bool { a, _ := reg.snapshot(); return len(a) == 1 })
+	active, _ := reg.snapshot()
+	want := api.Instance{ID: "reviews-1", Service: "reviews", Version: "v1", Address: "10.1.2.3", Port: 15006, Zone: "zone-a"}
+	if active["reviews-1"] != want {
+		t.Errorf("registered %+v, want %+v", active["reviews-1"], want)
+	}
+
+	// A second stream of the same node (here delta) does not register again,
+	// and closing the first one does not deregister.
+	secondConn := dial(t, addr)
+	newDeltaClient(t, secondConn, sidecar(t, "reviews-1", "reviews", "v1", 15006))
+	eventually(t, "second stream", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Streams == 2 })
+	first.cancel()
+	eventually(t, "first stream closed", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Streams == 1 })
+	if active, calls := reg.snapshot(); len(active) != 1 || len(calls) != 1 {
+		t.Fatalf("after closing one of two streams: active %v, calls %v", active, calls)
+	}
+
+	// The proxy dies: its connection breaks and it leaves at once.
+	secondConn.Close()
+	eventually(t, "deregistration", func() bool { a, _ := reg.snapshot(); return len(a) == 0 })
+	if _, calls := reg.snapshot(); !slices.Equal(calls, []string{"register reviews-1", "deregister reviews-1"}) {
+		t.Errorf("calls = %v", calls)
+	}
+	eventually(t, "node gone", func() bool { return len(s.Proxies()) == 0 })
+
+	// A gateway announces no instance.
+	newSotwClient(t, dial(t, addr), node(t, "gw", map[string]any{meshxds.MetaRole: meshxds.RoleGateway}), nil)
+	eventually(t, "gateway connected", func() bool { return len(s.Proxies()) == 1 })
+	if _, calls := reg.snapshot(); len(calls) != 2 {
+		t.Errorf("gateway caused registrar calls: %v", calls)
+	}
+}
+
+func TestRegisterFailureClosesStream(t *testing.T) {
+	reg := &fakeRegistrar{active: map[string]api.Instance{}, failing: true}
+	s, addr := startServer(t, reg)
+	c := newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
+	eventually(t, "stream closed", func() bool { return c.err() != nil })
+	if code := status.Code(c.err()); code != codes.Unavailable {
+		t.Errorf("stream ended with %v, want Unavailable", c.err())
+	}
+	eventually(t, "node gone", func() bool { return len(s.Proxies()) == 0 })
+}
+
+func TestStopDeregisters(t *testing.T) {
+	reg := &fakeRegistrar{active: map[string]api.Instance{}}
+	s, addr := startServer(t, reg)
+	newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
+	eventually(t, "registration", func() bool { a, _ := reg.snapshot(); return len(a) == 1 })
+	s.Stop()
+	if a, _ := reg.snapshot(); len(a) != 0 {
+		t.Errorf("still registered after Stop: %v", a)
+	}
+}
+
+// A proxy restarted under the same ID with a new port connects before its
+// old stream has timed out: the newest announcement is registered.
+func TestReannounceReregisters(t *testing.T) {
+	reg := &fakeRegistrar{active: map[string]api.Instance{}}
+	s, addr := startServer(t, reg)
+	oldConn := dial(t, addr)
+	newSotwClient(t, oldConn, sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
+	eventually(t, "registration", func() bool { a, _ := reg.snapshot(); return a["reviews-1"].Port == 15006 })
+
+	newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 15007), nil)
+	eventually(t, "re-registration", func() bool { a, _ := reg.snapshot(); return a["reviews-1"].Port == 15007 })
+
+	oldConn.Close() // the old stream finally breaks: the new registration stays
+	eventually(t, "old stream gone", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Streams == 1 })
+	if a, calls := reg.snapshot(); a["reviews-1"].Port != 15007 || len(calls) != 3 {
+		t.Errorf("active %v, calls %v", a, calls)
+	}
+}
+
+func TestReadMetaAddressFallsBackToPeer(t *testing.T) {
+	n := node(t, "x", map[string]any{meshxds.MetaService: "s", meshxds.MetaPort: 8080})
+	m := readMeta(n.Metadata, "192.0.2.7:51234")
+	if m.address != "192.0.2.7" {
+		t.Errorf("address = %q", m.address)
+	}
+	if inst := m.instance("x"); inst == nil || inst.Address != "192.0.2.7" || inst.Port != 8080 {
+		t.Errorf("instance = %+v (a node without a role counts as a sidecar)", inst)
+	}
+}
+
+func TestReadPort(t *testing.T) {
+	n := sidecar(t, "x", "s", "v", 8080.0)
+	if got := readPort(n.Metadata.Fields[meshxds.MetaPort]); got != 8080 {
+		t.Errorf("number: %d", got)
+	}
+	for _, bad := range []any{"http", 0, -1, 70000, 80.5, true} {
+		n := sidecar(t, "x", "s", "v", bad)
+		if got := readPort(n.Metadata.Fields[meshxds.MetaPort]); got != 0 {
+			t.Errorf("%v: got %d, want 0", bad, got)
+		}
+	}
+}
