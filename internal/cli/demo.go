@@ -20,6 +20,10 @@ func newDemoCmd() *cobra.Command {
 		ctx, stop := signalContext(cmd.Context())
 		defer stop()
 		cfg.Stdout = cmd.OutOrStdout()
+		// The demo's own output is the tour; keep routine logs out of it.
+		if !cmd.Flags().Changed("log-level") {
+			_ = cmd.Flags().Set("log-level", "warn")
+		}
 		cfg.Logger = logger(cmd)
 		return demo.Run(ctx, cfg)
 	}

@@ -1,0 +1,166 @@
+package forward
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"trellis.dev/trellis/internal/proxy/mesherr"
+)
+
+// Pool and timeout sizes. Connections are pooled by instance address, so a
+// config swap drops none of them.
+const (
+	connectTimeout      = time.Second // as the control plane's cluster connect_timeout
+	maxIdleConnsPerHost = 256         // a busy peer keeps its keep-alive connections
+	idleConnTimeout     = 90 * time.Second
+)
+
+// Transport is an http.RoundTripper that keeps the protocol of the request
+// it forwards, and retries the connect on other instances.
+type Transport struct {
+	h1           *http.Transport // HTTP/1.1 with keep-alive
+	h2c          *http.Transport // HTTP/2 prior knowledge, cleartext
+	maxFallbacks int
+	log          *slog.Logger
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// NewTransport returns a Transport with its own pools.
+func NewTransport(log *slog.Logger) *Transport {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	base := func(p *http.Protocols) *http.Transport {
+		return &http.Transport{
+			Proxy:               nil, // never the environment's proxy: we are the proxy
+			DialContext:         dialer.DialContext,
+			MaxIdleConnsPerHost: maxIdleConnsPerHost,
+			IdleConnTimeout:     idleConnTimeout,
+			// A proxy passes bodies through as they are: no transparent gzip.
+			DisableCompression: true,
+			Protocols:          p,
+			HTTP2: &http.HTTP2Config{
+				// Notice a dead peer on a long-lived h2 connection.
+				SendPingTimeout: 30 * time.Second,
+				PingTimeout:     15 * time.Second,
+			},
+		}
+	}
+	var h1, h2c http.Protocols
+	h1.SetHTTP1(true)
+	h2c.SetUnencryptedHTTP2(true)
+	return &Transport{h1: base(&h1), h2c: base(&h2c), maxFallbacks: 2, log: log}
+}
+
+// CloseIdleConnections closes pooled connections not in use.
+func (t *Transport) CloseIdleConnections() {
+	t.h1.CloseIdleConnections()
+	t.h2c.CloseIdleConnections()
+}
+
+// RoundTrip sends req to its URL's host. If the connect fails (nothing was
+// sent) and the body was not read, it tries the target's fallbacks, up to
+// maxFallbacks; when all fail it returns an upstream_connect_failed error.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rt := t.h1
+	if req.ProtoMajor == 2 {
+		rt = t.h2c
+	}
+	tgt := targetFrom(req.Context())
+	if tgt == nil {
+		tgt = &Target{Addr: req.URL.Host}
+	}
+
+	var body *guardedBody
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &guardedBody{ReadCloser: req.Body}
+		req.Body = body
+		// Lets the transport itself resend on a new connection when a
+		// pooled one turns out dead before anything was written.
+		req.GetBody = func() (io.ReadCloser, error) {
+			if body.read.Load() {
+				return nil, errBodyRead
+			}
+			return body, nil
+		}
+	}
+
+	var (
+		fallbacks []string
+		attempts  int
+	)
+	for {
+		attempts++
+		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		if !isConnectError(err) || req.Context().Err() != nil {
+			return nil, err
+		}
+		retryable := body == nil || !body.read.Load()
+		if attempts == 1 && tgt.Fallbacks != nil && retryable {
+			fallbacks = tgt.Fallbacks()
+			if len(fallbacks) > t.maxFallbacks {
+				fallbacks = fallbacks[:t.maxFallbacks]
+			}
+		}
+		if !retryable || len(fallbacks) == 0 {
+			if attempts == 1 {
+				return nil, mesherr.Wrap(err, mesherr.UpstreamConnectFailed, "connect to %s at %s failed: %s",
+					tgt.desc(), req.URL.Host, rootCause(err))
+			}
+			return nil, mesherr.Wrap(err, mesherr.UpstreamConnectFailed, "connect to %s failed on %d instances, last %s: %s",
+				tgt.desc(), attempts, req.URL.Host, rootCause(err))
+		}
+		t.log.Debug("connect failed, trying another instance", "addr", req.URL.Host, "next", fallbacks[0], "error", rootCause(err))
+		req = withHost(req, fallbacks[0])
+		fallbacks = fallbacks[1:]
+	}
+}
+
+var errBodyRead = errors.New("request body already partly sent")
+
+// withHost is a shallow copy of req sent to addr.
+func withHost(req *http.Request, addr string) *http.Request {
+	r2 := *req
+	u := *req.URL
+	u.Host = addr
+	r2.URL = &u
+	return &r2
+}
+
+// isConnectError reports whether err happened while dialing, so that no byte
+// of the request reached the instance.
+func isConnectError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// guardedBody lets a request body be offered to another instance after a
+// failed connect. The transport closes the body when a round trip fails;
+// until a byte was read that Close is held back (the server closes the real
+// body when the handler returns anyway).
+type guardedBody struct {
+	io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *guardedBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.ReadCloser.Read(p)
+}
+
+func (b *guardedBody) Close() error {
+	if !b.read.Load() {
+		return nil
+	}
+	return b.ReadCloser.Close()
+}

@@ -1,0 +1,40 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"trellis.dev/trellis/internal/proxy/forward"
+	"trellis.dev/trellis/internal/proxy/stats"
+)
+
+// inboundHandler takes mesh traffic from peers to the app on
+// 127.0.0.1:AppPort. Every response says which service and version answered
+// (x-trellis-service, x-trellis-version), errors made here included.
+type inboundHandler struct {
+	p      *Proxy
+	target *forward.Target // the app: fixed for the proxy's life
+}
+
+func newInboundHandler(p *Proxy) *inboundHandler {
+	return &inboundHandler{p: p, target: &forward.Target{
+		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(p.cfg.AppPort)),
+		Service: p.cfg.Service,
+		Version: p.cfg.Version,
+	}}
+}
+
+func (h *inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := &h.p.cfg
+	if r.Method == http.MethodConnect {
+		h.p.toApp.SetHeaders(w.Header())
+		http.Error(w, "CONNECT is not accepted on the inbound listener", http.StatusMethodNotAllowed)
+		return
+	}
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	h.p.toApp.Forward(rec, r, h.target)
+	h.p.metrics.ObserveRequest(stats.Inbound, c.Service, c.Version, rec.status(), time.Since(start))
+}

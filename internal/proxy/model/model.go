@@ -1,0 +1,107 @@
+// Package model is the proxy's own picture of its configuration: what it
+// routes and where, converted from xDS by pure functions. A Snapshot is
+// immutable once built; the data plane swaps whole snapshots atomically, so
+// a request keeps the snapshot it started with.
+//
+// State that must outlive a snapshot (round-robin counters, connection
+// pools, health) is kept elsewhere, keyed by cluster or endpoint name.
+package model
+
+import "regexp"
+
+// Snapshot is a complete, consistent configuration.
+type Snapshot struct {
+	// Versions holds the xDS version_info accepted per type URL.
+	Versions map[string]string `json:"versions"`
+	// Listeners by name (meshxds.ListenerOutbound, meshxds.ListenerGateway).
+	Listeners map[string]*Listener `json:"listeners"`
+	// RouteTables by RouteConfiguration name.
+	RouteTables map[string]*RouteTable `json:"routeTables"`
+	// Clusters by name (meshxds.ClusterName).
+	Clusters map[string]*Cluster `json:"clusters"`
+}
+
+// Listener says which route table a listener routes with.
+type Listener struct {
+	Name       string `json:"name"`
+	RouteTable string `json:"routeTable"`
+}
+
+// RouteTable is a RouteConfiguration: virtual hosts tried by domain.
+type RouteTable struct {
+	Name         string         `json:"name"`
+	VirtualHosts []*VirtualHost `json:"virtualHosts"`
+}
+
+// VirtualHost groups the routes of one service.
+type VirtualHost struct {
+	Name string `json:"name"`
+	// Domains as in Envoy: exact "reviews", prefix wildcard "reviews.*",
+	// suffix wildcard "*.example.com", or "*". Matched against the request
+	// host with any ":port" removed, case-insensitively.
+	Domains []string `json:"domains"`
+	Routes  []*Route `json:"routes"`
+}
+
+// Route is one ordered rule: the first route whose Match holds is used.
+type Route struct {
+	Name  string `json:"name,omitempty"`
+	Match Match  `json:"match"`
+	// Clusters to send to; one entry means no split. Weights are relative.
+	Clusters    []WeightedCluster `json:"clusters"`
+	TotalWeight uint32            `json:"totalWeight"`
+}
+
+// WeightedCluster is one destination of a route with its share.
+type WeightedCluster struct {
+	Name   string `json:"name"`
+	Weight uint32 `json:"weight"`
+}
+
+// Match is what a request must satisfy; all set parts must hold.
+type Match struct {
+	Path        PathMatch     `json:"path"`
+	Headers     []StringMatch `json:"headers,omitempty"`
+	QueryParams []StringMatch `json:"queryParams,omitempty"`
+}
+
+// PathMatch matches the request path (without query).
+type PathMatch struct {
+	Kind  MatchKind      `json:"kind"` // Exact, Prefix or Regex
+	Value string         `json:"value"`
+	Regex *regexp.Regexp `json:"-"`
+}
+
+// StringMatch matches one named header or query parameter.
+type StringMatch struct {
+	Name  string         `json:"name"`
+	Kind  MatchKind      `json:"kind"`
+	Value string         `json:"value,omitempty"`
+	Regex *regexp.Regexp `json:"-"`
+}
+
+// MatchKind says how a value is compared.
+type MatchKind string
+
+// Match kinds.
+const (
+	Exact   MatchKind = "exact"
+	Prefix  MatchKind = "prefix"
+	Regex   MatchKind = "regex" // whole-value match, RE2 syntax
+	Present MatchKind = "present"
+)
+
+// Cluster is a set of endpoints the balancer picks from.
+type Cluster struct {
+	Name      string     `json:"name"`
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// Endpoint is one instance's inbound listener.
+type Endpoint struct {
+	Address  string `json:"address"` // host:port
+	Zone     string `json:"zone,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	Healthy  bool   `json:"healthy"`
+}

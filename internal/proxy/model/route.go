@@ -1,0 +1,206 @@
+package model
+
+import (
+	"math"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+)
+
+// ConvertRouteConfig converts a RouteConfiguration into a RouteTable.
+//
+// Routes may only forward to a cluster or to weighted clusters; redirects,
+// direct responses, cluster_header and any route or virtual host feature
+// the proxy does not implement yet (timeouts, retries, rewrites, header
+// mutation, per-filter config…) are rejected with the field that asks for
+// it.
+func ConvertRouteConfig(rc *routev3.RouteConfiguration) (*RouteTable, error) {
+	if rc == nil {
+		return nil, &ResourceError{Kind: KindRouteConfig, Reason: "nil resource"}
+	}
+	rt, err := convertRouteConfig(rc)
+	if err != nil {
+		return nil, resourceErr(KindRouteConfig, rc.GetName(), err)
+	}
+	return rt, nil
+}
+
+func convertRouteConfig(rc *routev3.RouteConfiguration) (*RouteTable, error) {
+	// validate_clusters and ignore_port_in_host_matching do not change how
+	// a request is routed here: the proxy always ignores the port in the
+	// host, and a missing cluster is an explained error at request time.
+	if err := onlyFields("", rc, "name", "virtual_hosts", "validate_clusters", "ignore_port_in_host_matching",
+		"max_direct_response_body_size_bytes", "metadata"); err != nil {
+		return nil, err
+	}
+	if rc.GetName() == "" {
+		return nil, errAt("name", "must not be empty")
+	}
+	out := &RouteTable{Name: rc.GetName(), VirtualHosts: []*VirtualHost{}}
+	seenDomain := map[string]string{} // lower-cased domain → field that declared it
+	for i, vh := range rc.GetVirtualHosts() {
+		at := index("virtual_hosts", i)
+		v, err := convertVirtualHost(at, vh)
+		if err != nil {
+			return nil, err
+		}
+		for j, d := range v.Domains {
+			key := strings.ToLower(d)
+			if prev, dup := seenDomain[key]; dup {
+				return nil, errAt(index(join(at, "domains"), j), "domain %q already used by %s", d, prev)
+			}
+			seenDomain[key] = index(join(at, "domains"), j)
+		}
+		out.VirtualHosts = append(out.VirtualHosts, v)
+	}
+	return out, nil
+}
+
+func convertVirtualHost(at string, vh *routev3.VirtualHost) (*VirtualHost, error) {
+	// virtual_clusters only name request classes for stats.
+	if err := onlyFields(at, vh, "name", "domains", "routes", "virtual_clusters", "metadata"); err != nil {
+		return nil, err
+	}
+	if vh.GetName() == "" {
+		return nil, errAt(join(at, "name"), "must not be empty")
+	}
+	if len(vh.GetDomains()) == 0 {
+		return nil, errAt(join(at, "domains"), "must not be empty")
+	}
+	for j, d := range vh.GetDomains() {
+		if err := checkDomain(d); err != "" {
+			return nil, errAt(index(join(at, "domains"), j), "invalid domain %q: %s", d, err)
+		}
+	}
+	out := &VirtualHost{
+		Name:    vh.GetName(),
+		Domains: append([]string(nil), vh.GetDomains()...),
+		Routes:  []*Route{},
+	}
+	for j, r := range vh.GetRoutes() {
+		route, err := convertRoute(index(join(at, "routes"), j), r)
+		if err != nil {
+			return nil, err
+		}
+		out.Routes = append(out.Routes, route)
+	}
+	return out, nil
+}
+
+// checkDomain applies Envoy's rule: "*" alone, or one wildcard at the start
+// ("*.example.com") or at the end ("reviews.*").
+func checkDomain(d string) string {
+	switch n := strings.Count(d, "*"); {
+	case d == "":
+		return "empty"
+	case n == 0 || d == "*":
+		return ""
+	case n > 1:
+		return "more than one wildcard"
+	case !strings.HasPrefix(d, "*") && !strings.HasSuffix(d, "*"):
+		return "wildcard must be the first or last character"
+	}
+	return ""
+}
+
+func convertRoute(at string, r *routev3.Route) (*Route, error) {
+	// The action first: "redirect is unsupported" says more than
+	// "unsupported field".
+	var action *routev3.RouteAction
+	switch a := r.GetAction().(type) {
+	case *routev3.Route_Route:
+		action = a.Route
+	case nil:
+		return nil, errAt(at, "no action (want route)")
+	default:
+		return nil, errAt(join(at, actionField(r)), "unsupported route action: only route.cluster and route.weighted_clusters are supported")
+	}
+	// decorator, tracing and stat_prefix only affect observability.
+	if err := onlyFields(at, r, "name", "match", "route", "metadata", "decorator", "tracing", "stat_prefix"); err != nil {
+		return nil, err
+	}
+	route := &Route{Name: r.GetName()}
+	match, err := convertMatch(join(at, "match"), r.GetMatch())
+	if err != nil {
+		return nil, err
+	}
+	route.Match = match
+	if err := convertRouteAction(join(at, "route"), action, route); err != nil {
+		return nil, err
+	}
+	return route, nil
+}
+
+// actionField names the set member of the action oneof (redirect,
+// direct_response, …) for the error path.
+func actionField(r *routev3.Route) string {
+	m := r.ProtoReflect()
+	if fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("action")); fd != nil {
+		return string(fd.Name())
+	}
+	return "action"
+}
+
+func convertRouteAction(at string, a *routev3.RouteAction, out *Route) error {
+	// Everything else in RouteAction changes what happens to the request
+	// (timeout, retry_policy, prefix_rewrite, host rewrites, mirrors,
+	// hash_policy, metadata_match…) and is not implemented yet.
+	if err := onlyFields(at, a, "cluster", "weighted_clusters"); err != nil {
+		return err
+	}
+	switch spec := a.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_Cluster:
+		if spec.Cluster == "" {
+			return errAt(join(at, "cluster"), "must not be empty")
+		}
+		out.Clusters = []WeightedCluster{{Name: spec.Cluster, Weight: 1}}
+		out.TotalWeight = 1
+		return nil
+	case *routev3.RouteAction_WeightedClusters:
+		return convertWeighted(join(at, "weighted_clusters"), spec.WeightedClusters, out)
+	case nil:
+		return errAt(at, "needs cluster or weighted_clusters")
+	default:
+		// cluster_header, cluster_specifier_plugin… are caught by
+		// onlyFields above; this is for future oneof members.
+		return errAt(at, "unsupported cluster specifier")
+	}
+}
+
+func convertWeighted(at string, wc *routev3.WeightedCluster, out *Route) error {
+	// total_weight is deprecated but still honoured as a check, as Envoy
+	// does; runtime_key_prefix, header_name and use_hash_policy change how
+	// the split is drawn.
+	if err := onlyFields(at, wc, "clusters", "total_weight"); err != nil {
+		return err
+	}
+	if len(wc.GetClusters()) == 0 {
+		return errAt(join(at, "clusters"), "must not be empty")
+	}
+	var sum uint64
+	for i, c := range wc.GetClusters() {
+		cat := index(join(at, "clusters"), i)
+		// Per-cluster header mutation, rewrites and filter config are not
+		// supported, nor cluster_header.
+		if err := onlyFields(cat, c, "name", "weight"); err != nil {
+			return err
+		}
+		if c.GetName() == "" {
+			return errAt(join(cat, "name"), "must not be empty")
+		}
+		w := c.GetWeight().GetValue()
+		sum += uint64(w)
+		out.Clusters = append(out.Clusters, WeightedCluster{Name: c.GetName(), Weight: w})
+	}
+	if sum == 0 {
+		return errAt(at, "weights sum to 0")
+	}
+	if sum > math.MaxUint32 {
+		return errAt(at, "weights sum to %d, more than %d", sum, uint32(math.MaxUint32))
+	}
+	if tw := wc.GetTotalWeight(); tw != nil && uint64(tw.GetValue()) != sum {
+		return errAt(join(at, "total_weight"), "is %d but the weights sum to %d", tw.GetValue(), sum)
+	}
+	out.TotalWeight = uint32(sum)
+	return nil
+}

@@ -1,0 +1,77 @@
+package stats
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// gather returns the registry's families by name.
+func gather(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		out[mf.GetName()] = mf
+	}
+	return out
+}
+
+func labels(m *dto.Metric) map[string]string {
+	out := map[string]string{}
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}
+
+func TestMetrics(t *testing.T) {
+	m := New(func() bool { return true })
+	m.ObserveRequest(Outbound, "reviews", "v1", 200, time.Millisecond)
+	m.ObserveRequest(Outbound, "reviews", "v1", 200, time.Millisecond)
+	m.ObserveRequest(Inbound, "reviews", "v2", 503, time.Millisecond)
+	m.ConfigUpdated()
+
+	fams := gather(t, m)
+	var got float64
+	for _, s := range fams["trellis_proxy_requests_total"].GetMetric() {
+		l := labels(s)
+		if l["direction"] == Outbound && l["service"] == "reviews" && l["version"] == "v1" && l["code"] == "200" {
+			got = s.GetCounter().GetValue()
+		}
+	}
+	if got != 2 {
+		t.Errorf("requests_total{outbound,reviews,v1,200} = %v, want 2", got)
+	}
+	if n := fams["trellis_proxy_request_duration_seconds"].GetMetric(); len(n) != 2 {
+		t.Errorf("duration series = %d, want 2", len(n))
+	}
+	if v := fams["trellis_proxy_config_updates_total"].GetMetric()[0].GetCounter().GetValue(); v != 1 {
+		t.Errorf("config_updates_total = %v", v)
+	}
+	if v := fams["trellis_proxy_xds_connected"].GetMetric()[0].GetGauge().GetValue(); v != 1 {
+		t.Errorf("xds_connected = %v", v)
+	}
+}
+
+// Metric names and help follow Prometheus conventions.
+func TestMetricNamesLint(t *testing.T) {
+	m := New(nil)
+	m.ObserveRequest(Gateway, "a", "b", 200, time.Millisecond)
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
