@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -258,6 +259,9 @@ func apply(t *testing.T, c *controlPlane, doc string) {
 type meshClient struct {
 	http *http.Client
 	base string // gateway base URL, or "" when proxying
+	// bodyVersion reads the answering version from the sample app's JSON
+	// body instead of the x-trellis-version header.
+	bodyVersion bool
 }
 
 func viaGateway(g *gateway) *meshClient {
@@ -288,9 +292,15 @@ func (m *meshClient) get(service, path string, headers map[string]string) (int, 
 	if err != nil {
 		return 0, "", "", err
 	}
+	defer resp.Body.Close()
+	version := resp.Header.Get("x-trellis-version")
+	if m.bodyVersion {
+		var echo struct{ Version string }
+		_ = json.NewDecoder(resp.Body).Decode(&echo)
+		version = echo.Version
+	}
 	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header.Get("x-trellis-version"), resp.Header.Get("x-trellis-error"), nil
+	return resp.StatusCode, version, resp.Header.Get("x-trellis-error"), nil
 }
 
 // split sends n requests and counts answering versions.

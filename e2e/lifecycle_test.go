@@ -62,7 +62,14 @@ func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
 	if got := mc.split(t, "ratings", "/", nil, 50); got["v3"] != 50 {
 		t.Fatalf("only v3 left, got %v", got)
 	}
+	// With no instance and no Route, the service is gone from the mesh.
 	c.stop()
+	waitUntil(t, 5*time.Second, "service gone", func() bool {
+		code, _, merr, _ := mc.get("ratings", "/", nil)
+		return code == 404 && merr == "no_route"
+	})
+	// A Route keeps the service known: its traffic has nowhere to go.
+	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Route\nmetadata: {name: ratings}\nspec: {service: ratings, rules: [{version: v3, weight: 100}]}\n")
 	waitUntil(t, 5*time.Second, "no healthy upstream", func() bool {
 		code, _, merr, _ := mc.get("ratings", "/", nil)
 		return code == 503 && merr == "no_healthy_upstream"
