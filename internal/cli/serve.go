@@ -50,8 +50,12 @@ func newControlCmd() *cobra.Command {
 			return err
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "trellis control ready: http=%s xds=%s\n", srv.HTTPAddr(), srv.XDSAddr())
-		<-ctx.Done()
-		return srv.Close()
+		select {
+		case <-ctx.Done():
+			return srv.Close()
+		case <-srv.Done(): // a listener failed: end the command with its error
+			return srv.Wait()
+		}
 	}
 	return cmd
 }
