@@ -68,4 +68,3 @@ func TestExternalEtcd(t *testing.T) {
 		t.Fatalf("route lost:\n%s", out)
 	}
 }
-

@@ -182,10 +182,10 @@ func (c *controlPlane) client() *apiclient.Client { return apiclient.New(c.http)
 // pod is a trellis run with a sample echo app.
 type pod struct {
 	*proc
-	service, version     string
-	inbound, outbound    string
-	admin                string
-	appPort              int
+	service, version  string
+	inbound, outbound string
+	admin             string
+	appPort           int
 }
 
 var runReady = regexp.MustCompile(`trellis run ready: service=\S+ version=\S+ inbound=(\S*) outbound=(\S+) admin=(\S+)`)

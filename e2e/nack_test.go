@@ -87,7 +87,6 @@ func TestProxyNACKsBadConfigAndKeepsTheOld(t *testing.T) {
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 
-
 	// The gateway's node id is generated: set the first snapshot once it
 	// has connected.
 	good, err := translate.Translate(translate.Input{Routes: []api.Route{weight(100)}, Instances: instances})
