@@ -2,7 +2,9 @@ package api
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -26,8 +28,7 @@ func checkShape(v any, t reflect.Type, path string) error {
 			return fmt.Errorf("%s: must be a mapping, got %s", orRoot(path), describe(v))
 		}
 		fields := jsonFields(t)
-		keys := sortedKeys(m)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			ft, ok := fields[k]
 			if !ok {
 				return fmt.Errorf("%s: unknown field (known: %s)", join(path, k), knownList(fields))
@@ -41,7 +42,7 @@ func checkShape(v any, t reflect.Type, path string) error {
 		if !ok {
 			return fmt.Errorf("%s: must be a mapping, got %s", orRoot(path), describe(v))
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if err := checkShape(m[k], t.Elem(), join(path, k)); err != nil {
 				return err
 			}
@@ -107,15 +108,6 @@ func knownList(fields map[string]reflect.Type) string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func describe(v any) string {

@@ -3,8 +3,9 @@ package api
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -115,7 +116,7 @@ func validateMatch(p string, m RouteMatch) error {
 			return fmt.Errorf("%s.path: %q must start with /", p, v)
 		}
 	}
-	for _, name := range sortedMatchKeys(m.Headers) {
+	for _, name := range slices.Sorted(maps.Keys(m.Headers)) {
 		hp := fmt.Sprintf("%s.headers.%s", p, name)
 		if !validHeaderName(name) {
 			return fmt.Errorf("%s: %q is not a valid header name", hp, name)
@@ -124,7 +125,7 @@ func validateMatch(p string, m RouteMatch) error {
 			return err
 		}
 	}
-	for _, name := range sortedMatchKeys(m.QueryParams) {
+	for _, name := range slices.Sorted(maps.Keys(m.QueryParams)) {
 		qp := fmt.Sprintf("%s.queryParams.%s", p, name)
 		if name == "" {
 			return fmt.Errorf("%s: a query parameter name is required", qp)
@@ -233,13 +234,4 @@ func MajorOf(version string) (string, bool) {
 		return "", false
 	}
 	return strconv.Itoa(n), true
-}
-
-func sortedMatchKeys(m map[string]StringMatch) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

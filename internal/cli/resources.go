@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -236,10 +237,10 @@ func summarizeMatch(m api.RouteMatch) string {
 	if m.Path != nil {
 		conds = append(conds, "path"+summarizeString(*m.Path))
 	}
-	for _, k := range sortedKeys(m.Headers) {
+	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
 		conds = append(conds, k+summarizeString(m.Headers[k]))
 	}
-	for _, k := range sortedKeys(m.QueryParams) {
+	for _, k := range slices.Sorted(maps.Keys(m.QueryParams)) {
 		conds = append(conds, "?"+k+summarizeString(m.QueryParams[k]))
 	}
 	return strings.Join(conds, " & ")
@@ -259,17 +260,8 @@ func summarizeString(s api.StringMatch) string {
 
 func summarizeVersions(v map[string]int) string {
 	var parts []string
-	for _, k := range sortedKeys(v) {
+	for _, k := range slices.Sorted(maps.Keys(v)) {
 		parts = append(parts, fmt.Sprintf("%s(%d)", k, v[k]))
 	}
 	return strings.Join(parts, " ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
