@@ -43,7 +43,7 @@ func TestReadmeTour(t *testing.T) {
 
 	for _, want := range []string{
 		"reviews      v1(1) v2(1) v3(1)", // get services
-		"x-trellis-version: v3",           // the header rule
+		"x-trellis-version: v3",          // the header rule
 		"route/reviews updated (generation 2)",
 		"error: document 1 (route \"reviews\"): spec.rules: weights of v1, v2 add up to 90, must be 100",
 		"weight: 50", // get routes -o yaml shows the applied change
