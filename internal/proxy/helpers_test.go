@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"testing"
@@ -101,7 +102,8 @@ func startApp(tb testing.TB, name string) *app {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Handler: a, Protocols: &protos}
-	go srv.Serve(ln)
+	// Labelled so that a benchmark's profile can leave the app out.
+	go pprof.Do(context.Background(), pprof.Labels("bench", "app"), func(context.Context) { srv.Serve(ln) })
 	tb.Cleanup(func() { srv.Close() })
 	return a
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -206,10 +207,17 @@ func (p *Proxy) newServer(h http.Handler) *http.Server {
 	}
 }
 
+// serve runs srv on ln. Its goroutines carry the profiler label
+// trellis_listener=<name>, which every connection goroutine (and the
+// transport goroutines they start) inherits, so a CPU profile of a process
+// holding several proxies and apps can be cut per listener
+// (go tool pprof -tagfocus trellis_listener=outbound).
 func (p *Proxy) serve(name string, srv *http.Server, ln net.Listener) {
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		p.log.Error("listener stopped", "listener", name, "error", err)
-	}
+	pprof.Do(context.Background(), pprof.Labels("trellis_listener", name), func(context.Context) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("listener stopped", "listener", name, "error", err)
+		}
+	})
 }
 
 func (p *Proxy) closeListeners() {

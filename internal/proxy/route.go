@@ -36,32 +36,48 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
-	target, err := h.pick(r)
+	req := &routedRequest{rec: recorder{ResponseWriter: w}}
+	err := h.pick(r, req)
 	if err != nil {
 		h.p.log.Debug("request refused", "direction", h.direction, "code", err.Code, "error", err.Msg,
 			"host", r.Host, "path", r.URL.Path)
-		mesherr.Write(rec, r, err)
+		mesherr.Write(&req.rec, r, err)
 	} else {
-		h.p.toMesh.Forward(rec, r, target)
+		h.p.toMesh.Forward(&req.rec, r, &req.target)
 	}
 	// Unrouted requests count with empty service and version.
 	var service, version string
-	if target != nil {
-		service, version = target.Service, target.Version
-	} else if err != nil && err.Code == mesherr.NoHealthyUpstream {
+	if err == nil {
+		service, version = req.target.Service, req.target.Version
+	} else if err.Code == mesherr.NoHealthyUpstream {
 		service, version = err.Service, err.Version
 	}
-	h.p.metrics.ObserveRequest(h.direction, service, version, rec.status(), time.Since(start))
+	h.p.metrics.ObserveRequest(h.direction, service, version, req.rec.status(), time.Since(start))
+}
+
+// routedRequest is what one request needs on its way, in one allocation:
+// the status recorder, where it goes, and the cluster to find other
+// instances in when connecting there fails (it is the target's Fallbacks,
+// so no closure is allocated per request for them).
+type routedRequest struct {
+	rec     recorder
+	target  forward.Target
+	cluster *model.Cluster
+}
+
+// Instances are the fallbacks of the chosen instance: up to maxFallbacks
+// other healthy instances of its cluster.
+func (q *routedRequest) Instances() []string {
+	return balancer.Others(q.cluster, q.target.Addr, maxFallbacks)
 }
 
 // pick chooses where r goes, using one snapshot throughout: the route, the
-// cluster, the instance.
-func (h *routeHandler) pick(r *http.Request) (*forward.Target, *mesherr.Error) {
+// cluster, the instance; it fills in q's target and cluster.
+func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
 	snap := h.p.snapshot.Load()
 	table, merr := h.table(snap)
 	if merr != nil {
-		return nil, merr
+		return merr
 	}
 	_, rt, err := router.Find(table, router.FromHTTP(r))
 	if err != nil {
@@ -69,33 +85,28 @@ func (h *routeHandler) pick(r *http.Request) (*forward.Target, *mesherr.Error) {
 		if !ok {
 			e = mesherr.Wrap(err, mesherr.NoRoute, "%v", err)
 		}
-		return nil, e
+		return e
 	}
 	name, ok := router.Pick(rt)
 	if !ok {
-		return nil, mesherr.New(mesherr.NoRoute, "route %q for host %q has no destination", rt.Name, router.NormalizeHost(r.Host))
+		return mesherr.New(mesherr.NoRoute, "route %q for host %q has no destination", rt.Name, router.NormalizeHost(r.Host))
 	}
 	service, version := meshxds.SplitClusterName(name)
 	cluster := snap.Clusters[name]
 	if cluster == nil {
 		e := mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", mesherr.Dest(service, version))
 		e.Service, e.Version = service, version
-		return nil, e
+		return e
 	}
 	ep, ok := h.p.balancer.Pick(cluster)
 	if !ok {
 		e := mesherr.New(mesherr.NoHealthyUpstream, "%s has no healthy instance", mesherr.Dest(service, version))
 		e.Service, e.Version = service, version
-		return nil, e
+		return e
 	}
-	return &forward.Target{
-		Addr:    ep.Address,
-		Service: service,
-		Version: version,
-		Fallbacks: func() []string {
-			return balancer.Others(cluster, ep.Address, maxFallbacks)
-		},
-	}, nil
+	q.target = forward.Target{Addr: ep.Address, Service: service, Version: version, Fallbacks: q}
+	q.cluster = cluster
+	return nil
 }
 
 // table is the route table of this handler's listener in snap.

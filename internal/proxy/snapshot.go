@@ -17,6 +17,7 @@ func (p *Proxy) setSnapshot(s *model.Snapshot) {
 	p.metrics.ConfigUpdated()
 	p.log.Info("config applied", "versions", s.Versions, "clusters", len(s.Clusters))
 	p.maybeReady()
+	releaser.configApplied()
 }
 
 // readiness reports whether the proxy is ready, and why not.

@@ -34,7 +34,7 @@ type xdsServer struct {
 	closed map[string]bool         // node ids whose stream closed
 }
 
-func startXDS(t *testing.T) *xdsServer {
+func startXDS(t testing.TB) *xdsServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -64,7 +64,7 @@ func startXDS(t *testing.T) *xdsServer {
 	return s
 }
 
-func (s *xdsServer) set(t *testing.T, node, version string, r *modeltest.Resources) {
+func (s *xdsServer) set(t testing.TB, node, version string, r *modeltest.Resources) {
 	t.Helper()
 	as := func(n int, get func(i int) types.Resource) []types.Resource {
 		out := make([]types.Resource, n)
@@ -100,7 +100,7 @@ func (s *xdsServer) streamClosed(id string) bool {
 }
 
 // waitFor polls cond; only a failing test waits the whole bound.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -17,15 +17,18 @@ import (
 // benchInput is a 20-service mesh (2 versions × 3 instances each); round
 // moves one instance to another port, an endpoint-only change (the common
 // case during a rollout).
-func benchInput(round int) translate.Input {
+func benchInput(round int) translate.Input { return meshInput(20, round) }
+
+// meshInput is benchInput with services services.
+func meshInput(services, round int) translate.Input {
 	var in translate.Input
-	for svc := range 20 {
+	for svc := range services {
 		for _, v := range []string{"v1", "v2"} {
 			for i := range 3 {
 				in.Instances = append(in.Instances, api.Instance{
 					ID:      fmt.Sprintf("svc%d-%s-%d", svc, v, i),
 					Service: fmt.Sprintf("svc%d", svc), Version: v,
-					Address: fmt.Sprintf("10.0.%d.%d", svc, i), Port: 15006,
+					Address: fmt.Sprintf("10.%d.%d.%d", svc/250, svc%250, i), Port: 15006,
 				})
 			}
 		}
@@ -44,10 +47,17 @@ type pushRound struct {
 
 // BenchmarkPushLatency100 measures the time from Update until 100 connected
 // ADS SotW clients have all received the new endpoints.
-func BenchmarkPushLatency100(b *testing.B) {
-	const clients = 100
+func BenchmarkPushLatency100(b *testing.B) { benchmarkPush(b, 100, 20) }
+
+// BenchmarkPushLatency200x1000 is the same push of all endpoints (3,000
+// ClusterLoadAssignments) to 200 clients, a mesh of 1,000 services; run
+// it with -cpuprofile to see what a push costs the server. The scale
+// benchmark (bench/controlplane) measures the whole control plane.
+func BenchmarkPushLatency200x1000(b *testing.B) { benchmarkPush(b, 200, 1000) }
+
+func benchmarkPush(b *testing.B, clients, services int) {
 	s, addr := startServer(b, nil)
-	if err := s.Update(benchInput(0)); err != nil {
+	if err := s.Update(meshInput(services, 0)); err != nil {
 		b.Fatal(err)
 	}
 
@@ -79,11 +89,11 @@ func BenchmarkPushLatency100(b *testing.B) {
 	for i := range b.N {
 		v, _ := strconv.Atoi(s.Version())
 		r := &pushRound{target: strconv.Itoa(v + 1), done: make(chan struct{})}
-		r.remaining.Store(clients)
+		r.remaining.Store(int32(clients))
 		cur.Store(r)
 
 		start := time.Now()
-		if err := s.Update(benchInput(i + 1)); err != nil {
+		if err := s.Update(meshInput(services, i+1)); err != nil {
 			b.Fatal(err)
 		}
 		select {

@@ -69,8 +69,8 @@ func (s *Server) bindLocked(st *streamState, node *core.Node) {
 	if ns == nil {
 		ns = &nodeState{status: ProxyStatus{ID: id, ConnectedSince: time.Now(), Types: map[string]TypeStatus{}}}
 		s.nodes[id] = ns
-		if s.snap != nil {
-			if err := s.cache.SetSnapshot(s.ctx, id, s.snap); err != nil {
+		if s.pub != nil {
+			if err := s.cache.SetSnapshot(s.ctx, id, s.pub); err != nil {
 				s.log.Error("setting snapshot", "node", id, "error", err)
 			}
 		}

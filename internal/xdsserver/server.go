@@ -54,7 +54,7 @@ const (
 type Server struct {
 	log   *slog.Logger
 	reg   Registrar
-	cache cache.SnapshotCache
+	cache *sotwCache
 	grpc  *grpc.Server
 
 	ctx    context.Context // ends at Stop; bounds stream processing
@@ -65,6 +65,7 @@ type Server struct {
 	mu      sync.Mutex
 	version uint64          // last published snapshot version; 0 before the first
 	snap    *cache.Snapshot // last published snapshot; nil before the first
+	pub     *published      // snap as it is served
 	streams map[streamKey]*streamState
 	nodes   map[string]*nodeState
 	regs    map[string]*registration
@@ -87,10 +88,10 @@ func New(cfg Config) *Server {
 		nodes:   map[string]*nodeState{},
 		regs:    map[string]*registration{},
 	}
-	// ads=true: hold EDS/RDS answers until the proxy names every resource of
-	// the snapshot, so ADS stays consistent (see the README of
-	// go-control-plane's SnapshotCache).
-	s.cache = cache.NewSnapshotCache(true, cache.IDHash{}, cacheLogger{s.log})
+	// The SnapshotCache's rules in ADS mode (hold EDS/RDS answers until the
+	// proxy names every resource of the snapshot, so ADS stays consistent),
+	// with SotW responses shared by every node; see sotwcache.go.
+	s.cache = newSotwCache(cacheLogger{s.log})
 	xdsServer := xds.NewServer(ctx, s.cache, callbacks{s}, sotw.WithLogger(cacheLogger{s.log}))
 
 	s.grpc = grpc.NewServer(
@@ -99,6 +100,9 @@ func New(cfg Config) *Server {
 		// Stop waits for stream handlers, so every stream's close callback
 		// (and with it deregistration) has run when Stop returns.
 		grpc.WaitForHandlers(true),
+		// Responses sharing a snapshot's resources are written from one
+		// encoding of them (codec.go).
+		grpc.ForceServerCodecV2(newResponseCodec(s.cache.recent.lookup)),
 	)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, xdsServer)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(s.grpc, xdsServer)

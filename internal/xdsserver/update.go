@@ -37,12 +37,18 @@ func (s *Server) Update(in translate.Input) error {
 	prev, next := s.snap, s.version+1
 	s.mu.Unlock()
 
-	snap, err := cache.NewSnapshot(strconv.FormatUint(next, 10), out.Resources())
+	decoded, err := cache.NewSnapshot(strconv.FormatUint(next, 10), out.Resources())
 	if err != nil {
 		return fmt.Errorf("building snapshot: %w", err)
 	}
-	if err := snap.Consistent(); err != nil {
+	if err := decoded.Consistent(); err != nil {
 		return fmt.Errorf("inconsistent snapshot, not published: %w", err)
+	}
+	// Marshal every resource once here rather than once per node and push
+	// (wire.go).
+	snap, err := encodeSnapshot(decoded)
+	if err != nil {
+		return fmt.Errorf("encoding snapshot: %w", err)
 	}
 	if !carryVersions(prev, snap) {
 		s.log.Debug("config unchanged, nothing published")
@@ -53,14 +59,19 @@ func (s *Server) Update(in translate.Input) error {
 	if err := snap.ConstructVersionMap(); err != nil {
 		return fmt.Errorf("building snapshot version map: %w", err)
 	}
+	pub, err := publish(snap)
+	if err != nil {
+		return fmt.Errorf("publishing snapshot: %w", err)
+	}
 
 	// Under s.mu so that a node connecting now gets either this snapshot
 	// from bindLocked or the previous one and then this one from here.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.snap, s.version = snap, next
+	s.snap, s.pub, s.version = snap, pub, next
+	s.cache.published(pub)
 	for id := range s.nodes {
-		if err := s.cache.SetSnapshot(s.ctx, id, snap); err != nil {
+		if err := s.cache.SetSnapshot(s.ctx, id, pub); err != nil {
 			s.log.Error("setting snapshot", "node", id, "error", err)
 		}
 	}

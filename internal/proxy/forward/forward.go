@@ -19,20 +19,54 @@ import (
 type Target struct {
 	// Addr is the host:port of the chosen instance.
 	Addr string
-	// Fallbacks, when set, returns other instances to try, in order, if
-	// connecting to Addr fails. Called only then.
-	Fallbacks func() []string
+	// Fallbacks, when set, lists other instances to try, in order, if
+	// connecting to Addr fails. Asked only then.
+	Fallbacks Fallbacks
 	// Service and Version name the destination in error messages.
 	Service, Version string
 }
 
+// Fallbacks lists the instances to try after a failed connect. It is an
+// interface, not a func, so that a caller can pass the per-request state
+// it allocated anyway instead of allocating a closure per request.
+type Fallbacks interface{ Instances() []string }
+
+// FallbackList is a fixed list of fallback instances.
+type FallbackList []string
+
+func (l FallbackList) Instances() []string { return l }
+
 func (t *Target) desc() string { return mesherr.Dest(t.Service, t.Version) }
 
-type targetKey struct{}
+// forwardCtx carries a request's Target, and the ResponseWriter its
+// answer goes to, through ReverseProxy to the Rewrite hook, the Transport
+// and ModifyResponse. It is one allocation where context.WithValue would
+// be one per value.
+type forwardCtx struct {
+	context.Context
+	target *Target
+	w      http.ResponseWriter
+}
+
+type forwardKey struct{}
+
+func (c *forwardCtx) Value(key any) any {
+	if key == (forwardKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+func forwardFrom(ctx context.Context) *forwardCtx {
+	c, _ := ctx.Value(forwardKey{}).(*forwardCtx)
+	return c
+}
 
 func targetFrom(ctx context.Context) *Target {
-	t, _ := ctx.Value(targetKey{}).(*Target)
-	return t
+	if c := forwardFrom(ctx); c != nil {
+		return c.target
+	}
+	return nil
 }
 
 // Options configure a Forwarder.
@@ -48,6 +82,10 @@ type Options struct {
 	// MaxFallbacks is how many other instances a failed connect may try;
 	// 0 means 2.
 	MaxFallbacks int
+	// NoFastPath sends every request through httputil.ReverseProxy, none
+	// through the HTTP/1.1 fast path (h1.go). Tests use it to hold the two
+	// to the same behaviour.
+	NoFastPath bool
 }
 
 // sharedBuffers serves every Forwarder of the process.
@@ -59,6 +97,11 @@ type Forwarder struct {
 	transport *Transport
 	log       *slog.Logger
 	headers   http.Header
+	pool      *h1Pool // connections of the HTTP/1.1 fast path (h1.go)
+	// setXForwarded: see Options.SetXForwarded.
+	setXForwarded bool
+	// noFastPath: see Options.NoFastPath.
+	noFastPath bool
 }
 
 // New returns a Forwarder with its own connection pools.
@@ -66,7 +109,8 @@ func New(o Options) *Forwarder {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	f := &Forwarder{transport: NewTransport(o.Logger), log: o.Logger, headers: o.ResponseHeaders}
+	f := &Forwarder{transport: NewTransport(o.Logger), log: o.Logger, headers: o.ResponseHeaders,
+		setXForwarded: o.SetXForwarded, noFastPath: o.NoFastPath}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			t := targetFrom(pr.In.Context())
@@ -93,7 +137,7 @@ func New(o Options) *Forwarder {
 		},
 		Transport:      f.transport,
 		BufferPool:     sharedBuffers,
-		ModifyResponse: f.modifyResponse,
+		ModifyResponse: f.handOverHeaders,
 		ErrorHandler:   f.handleError,
 		// FlushInterval 0: ReverseProxy already flushes at once when the
 		// response has no Content-Length (gRPC, streaming), which is what
@@ -104,17 +148,25 @@ func New(o Options) *Forwarder {
 	if f.transport.maxFallbacks == 0 {
 		f.transport.maxFallbacks = 2
 	}
+	f.pool = newH1Pool(f.transport.maxFallbacks, o.Logger)
 	return f
 }
 
 // Forward sends r to t and copies the answer to w. Failures are written as
 // mesh errors.
 func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, t *Target) {
-	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)))
+	if !f.noFastPath && fastPath(r) {
+		f.forwardH1(w, r, t)
+		return
+	}
+	f.proxy.ServeHTTP(w, r.WithContext(&forwardCtx{Context: r.Context(), target: t, w: w}))
 }
 
 // CloseIdleConnections closes pooled connections not in use.
-func (f *Forwarder) CloseIdleConnections() { f.transport.CloseIdleConnections() }
+func (f *Forwarder) CloseIdleConnections() {
+	f.transport.CloseIdleConnections()
+	f.pool.CloseIdleConnections()
+}
 
 // StatusClientClosedRequest is recorded when the client went away before an
 // answer (nginx's 499); nobody reads it but the metrics.
@@ -127,6 +179,30 @@ func (f *Forwarder) modifyResponse(res *http.Response) error {
 	return nil
 }
 
+// handOverHeaders is ReverseProxy's ModifyResponse: modifyResponse, then
+// the response's headers are moved to the client's response, where
+// ReverseProxy would copy them value by value (an allocation per header,
+// and the response's own slices are garbage right after). Content-Type
+// stays behind for ReverseProxy to copy: it reads it after this hook to
+// decide on flushing. Keys the client's response has already are left to
+// ReverseProxy to merge.
+func (f *Forwarder) handOverHeaders(res *http.Response) error {
+	_ = f.modifyResponse(res)
+	fc := forwardFrom(res.Request.Context())
+	if fc == nil || res.StatusCode == http.StatusSwitchingProtocols {
+		return nil
+	}
+	h := fc.w.Header()
+	for k, vs := range res.Header {
+		if _, ok := h[k]; ok || k == "Content-Type" {
+			continue
+		}
+		h[k] = vs
+		delete(res.Header, k)
+	}
+	return nil
+}
+
 // SetHeaders sets the forwarder's ResponseHeaders on h, for responses made
 // outside of it.
 func (f *Forwarder) SetHeaders(h http.Header) {
@@ -135,7 +211,14 @@ func (f *Forwarder) SetHeaders(h http.Header) {
 	}
 }
 
+// handleError is ReverseProxy's ErrorHandler.
 func (f *Forwarder) handleError(w http.ResponseWriter, r *http.Request, err error) {
+	f.writeError(w, r, targetFrom(r.Context()), err)
+}
+
+// writeError answers r with the mesh error err is, or an upstream_reset
+// error when err is not one (something failed after the request went out).
+func (f *Forwarder) writeError(w http.ResponseWriter, r *http.Request, t *Target, err error) {
 	f.SetHeaders(w.Header())
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		w.WriteHeader(StatusClientClosedRequest)
@@ -143,7 +226,6 @@ func (f *Forwarder) handleError(w http.ResponseWriter, r *http.Request, err erro
 	}
 	e, ok := mesherr.As(err)
 	if !ok {
-		t := targetFrom(r.Context())
 		e = mesherr.Wrap(err, mesherr.UpstreamReset, "%s at %s failed after the request was sent: %s",
 			t.desc(), t.Addr, rootCause(err))
 	}

@@ -79,7 +79,7 @@ func TestForwarder(t *testing.T) {
 		panic(http.ErrAbortHandler) // drop the connection (h1) / reset the stream (h2) mid-request
 	}))
 	dead1, dead2, dead3 := deadAddr(t), deadAddr(t), deadAddr(t)
-	fallbacks := func(addrs ...string) func() []string { return func() []string { return addrs } }
+	fallbacks := func(addrs ...string) FallbackList { return addrs }
 
 	tests := []struct {
 		name     string

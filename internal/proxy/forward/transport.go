@@ -107,23 +107,29 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		retryable := body == nil || !body.read.Load()
 		if attempts == 1 && tgt.Fallbacks != nil && retryable {
-			fallbacks = tgt.Fallbacks()
+			fallbacks = tgt.Fallbacks.Instances()
 			if len(fallbacks) > t.maxFallbacks {
 				fallbacks = fallbacks[:t.maxFallbacks]
 			}
 		}
 		if !retryable || len(fallbacks) == 0 {
-			if attempts == 1 {
-				return nil, mesherr.Wrap(err, mesherr.UpstreamConnectFailed, "connect to %s at %s failed: %s",
-					tgt.desc(), req.URL.Host, rootCause(err))
-			}
-			return nil, mesherr.Wrap(err, mesherr.UpstreamConnectFailed, "connect to %s failed on %d instances, last %s: %s",
-				tgt.desc(), attempts, req.URL.Host, rootCause(err))
+			return nil, connectFailed(err, tgt, attempts, req.URL.Host)
 		}
 		t.log.Debug("connect failed, trying another instance", "addr", req.URL.Host, "next", fallbacks[0], "error", rootCause(err))
 		req = withHost(req, fallbacks[0])
 		fallbacks = fallbacks[1:]
 	}
+}
+
+// connectFailed is the error of a request whose connects all failed, the
+// last one to addr after attempts in all.
+func connectFailed(err error, t *Target, attempts int, addr string) error {
+	if attempts == 1 {
+		return mesherr.Wrap(err, mesherr.UpstreamConnectFailed, "connect to %s at %s failed: %s",
+			t.desc(), addr, rootCause(err))
+	}
+	return mesherr.Wrap(err, mesherr.UpstreamConnectFailed, "connect to %s failed on %d instances, last %s: %s",
+		t.desc(), attempts, addr, rootCause(err))
 }
 
 var errBodyRead = errors.New("request body already partly sent")

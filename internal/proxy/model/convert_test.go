@@ -104,3 +104,32 @@ func TestBuildCopiesVersions(t *testing.T) {
 		t.Errorf("snapshot versions follow the caller's map")
 	}
 }
+
+// One compiled regexp per expression, shared by every matcher using it, in
+// one config and across configs.
+func TestRegexpsShared(t *testing.T) {
+	vh := func(name string) *routev3.VirtualHost {
+		return &routev3.VirtualHost{Name: name, Domains: []string{name}, Routes: []*routev3.Route{{
+			Match: &routev3.RouteMatch{
+				PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/shared-[0-9]+"}},
+				Headers:       []*routev3.HeaderMatcher{modeltest.HeaderRegex("agent", ".*(Android|iPhone).*")},
+			},
+			Action: modeltest.ToCluster("c"),
+		}}}
+	}
+	convert := func() *model.RouteTable {
+		rt, err := model.ConvertRouteConfig(&routev3.RouteConfiguration{Name: "rc", VirtualHosts: []*routev3.VirtualHost{vh("a"), vh("b")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rt
+	}
+	first, second := convert(), convert()
+	a, b, c := first.VirtualHosts[0].Routes[0].Match, first.VirtualHosts[1].Routes[0].Match, second.VirtualHosts[0].Routes[0].Match
+	if a.Path.Regex != b.Path.Regex || a.Path.Regex != c.Path.Regex || a.Headers[0].Regex != c.Headers[0].Regex {
+		t.Error("the same expression compiled more than once")
+	}
+	if a.Path.Regex == a.Headers[0].Regex || !a.Headers[0].Regex.MatchString("x iPhone y") || a.Headers[0].Regex.MatchString("Nokia") {
+		t.Error("different expressions share a regexp")
+	}
+}

@@ -2,8 +2,12 @@ package model
 
 import (
 	"errors"
+	"net/textproto"
 	"regexp"
 	"regexp/syntax"
+	"runtime"
+	"sync"
+	"weak"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -65,14 +69,18 @@ func convertHeaderMatcher(at string, h *routev3.HeaderMatcher) (StringMatch, err
 	if h.GetName() == "" {
 		return StringMatch{}, errAt(join(at, "name"), "must not be empty")
 	}
+	var sm StringMatch
+	var err error
 	switch spec := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_StringMatch:
-		return convertStringMatcher(join(at, "string_match"), h.GetName(), spec.StringMatch)
+		sm, err = convertStringMatcher(join(at, "string_match"), h.GetName(), spec.StringMatch)
 	case *routev3.HeaderMatcher_PresentMatch:
-		return presentMatch(join(at, "present_match"), h.GetName(), spec.PresentMatch)
+		sm, err = presentMatch(join(at, "present_match"), h.GetName(), spec.PresentMatch)
 	default:
 		return StringMatch{}, errAt(at, "needs string_match or present_match")
 	}
+	sm.HeaderKey = textproto.CanonicalMIMEHeaderKey(sm.Name)
+	return sm, err
 }
 
 func convertQueryMatcher(at string, q *routev3.QueryParameterMatcher) (StringMatch, error) {
@@ -140,11 +148,53 @@ func compileWhole(at, expr string) (*regexp.Regexp, error) {
 	if _, err := syntax.Parse(expr, syntax.Perl); err != nil {
 		return nil, errAt(at, "invalid regex %q: %s", expr, regexReason(err))
 	}
-	re, err := regexp.Compile(`^(?:` + expr + `)$`)
+	re, err := compileAnchored(expr)
 	if err != nil {
 		return nil, errAt(at, "invalid regex %q: %s", expr, regexReason(err))
 	}
 	return re, nil
+}
+
+// compiled holds every regexp in use by expression, weakly: a Route
+// applied to many services repeats its expressions in every virtual host,
+// and each config update converts them all again. A compiled regexp takes
+// about 1.7 KB and is safe for concurrent use, so one per expression is
+// shared by all matchers and by successive snapshots; once no snapshot
+// uses it, it is collected and its entry removed.
+var compiled sync.Map // expression → weak.Pointer[regexp.Regexp]
+
+// compileAnchored compiles ^(?:expr)$, or returns the regexp already
+// compiled for expr.
+func compileAnchored(expr string) (*regexp.Regexp, error) {
+	if wp, ok := compiled.Load(expr); ok {
+		if re := wp.(weak.Pointer[regexp.Regexp]).Value(); re != nil {
+			return re, nil
+		}
+	}
+	re, err := regexp.Compile(`^(?:` + expr + `)$`)
+	if err != nil {
+		return nil, err
+	}
+	wp := weak.Make(re)
+	for {
+		prev, loaded := compiled.LoadOrStore(expr, wp)
+		if !loaded {
+			break
+		}
+		if other := prev.(weak.Pointer[regexp.Regexp]).Value(); other != nil {
+			return other, nil // compiled meanwhile by another conversion
+		}
+		if compiled.CompareAndSwap(expr, prev, wp) { // replace a collected one
+			break
+		}
+	}
+	runtime.AddCleanup(re, func(e cacheEntry) { compiled.CompareAndDelete(e.expr, e.wp) }, cacheEntry{expr, wp})
+	return re, nil
+}
+
+type cacheEntry struct {
+	expr string
+	wp   weak.Pointer[regexp.Regexp]
 }
 
 // regexReason is the bare reason ("missing closing )") without Go's

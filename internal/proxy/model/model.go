@@ -31,6 +31,9 @@ type Listener struct {
 type RouteTable struct {
 	Name         string         `json:"name"`
 	VirtualHosts []*VirtualHost `json:"virtualHosts"`
+	// Domains indexes VirtualHosts' domains (ConvertRouteConfig builds it);
+	// without it the router scans them.
+	Domains *DomainIndex `json:"-"`
 }
 
 // VirtualHost groups the routes of one service.
@@ -74,7 +77,11 @@ type PathMatch struct {
 
 // StringMatch matches one named header or query parameter.
 type StringMatch struct {
-	Name  string         `json:"name"`
+	Name string `json:"name"`
+	// HeaderKey is Name in the canonical form of http.Header's keys, for a
+	// header condition (the converter sets it), so that the router looks
+	// the header up without canonicalizing, which allocates, per request.
+	HeaderKey string `json:"-"`
 	Kind  MatchKind      `json:"kind"`
 	Value string         `json:"value,omitempty"`
 	Regex *regexp.Regexp `json:"-"`

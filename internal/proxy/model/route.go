@@ -53,6 +53,7 @@ func convertRouteConfig(rc *routev3.RouteConfiguration) (*RouteTable, error) {
 		}
 		out.VirtualHosts = append(out.VirtualHosts, v)
 	}
+	out.Domains = NewDomainIndex(out.VirtualHosts)
 	return out, nil
 }
 

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"net/textproto"
 	"net/url"
 	"regexp"
 	"strings"
@@ -67,7 +68,11 @@ func headerMatches(sm *model.StringMatch, req Request) bool {
 			value += "?" + req.RawQuery
 		}
 	default:
-		vs := req.Header.Values(sm.Name)
+		key := sm.HeaderKey
+		if key == "" { // a model not made by the converter
+			key = textproto.CanonicalMIMEHeaderKey(sm.Name)
+		}
+		vs := req.Header[key]
 		present = len(vs) > 0
 		if len(vs) == 1 {
 			value = vs[0]

@@ -43,7 +43,12 @@ func Find(t *model.RouteTable, req Request) (*model.VirtualHost, *model.Route, e
 	if t == nil {
 		return nil, nil, mesherr.New(mesherr.NoRoute, "no route table to route host %q with", host)
 	}
-	vh := FindVirtualHost(t.VirtualHosts, host)
+	var vh *model.VirtualHost
+	if t.Domains != nil {
+		vh = t.Domains.Lookup(host)
+	} else {
+		vh = FindVirtualHost(t.VirtualHosts, host)
+	}
 	if vh == nil {
 		return nil, nil, mesherr.New(mesherr.NoRoute, "host %q matches no service", host)
 	}

@@ -218,3 +218,36 @@ func BenchmarkFind(b *testing.B) {
 func wc(name string, weight uint32) model.WeightedCluster {
 	return model.WeightedCluster{Name: name, Weight: weight}
 }
+
+// The domain index answers as FindVirtualHost does, for every host of the
+// table above and of a converted mesh.
+func TestDomainIndexAgreesWithScan(t *testing.T) {
+	vhs := vhosts(
+		[]string{"*"}, []string{"reviews", "reviews.*"}, []string{"*.example.com"}, []string{"*.shop.example.com"},
+		[]string{"api.*"}, []string{"api.internal.*"}, []string{"*-canary.example.com"}, []string{"Ratings"},
+		[]string{"*.EXAMPLE.org"}, []string{"dup"}, []string{"dup"},
+	)
+	hosts := []string{"reviews", "reviews.default.svc", "www.example.com", "a.shop.example.com", "example.com",
+		"api.internal.local", "api.x", "x-canary.example.com", "ratings", "RATINGS", "nothing", "", "a.example.org",
+		"dup", ".example.com", "api.", "reviews.", "-canary.example.com"}
+	x := model.NewDomainIndex(vhs)
+	for _, h := range hosts {
+		if got, want := x.Lookup(h), FindVirtualHost(vhs, h); got != want {
+			t.Errorf("%q: index %v, scan %v", h, name(got), name(want))
+		}
+	}
+	noAny := vhs[1:]
+	x = model.NewDomainIndex(noAny)
+	for _, h := range hosts {
+		if got, want := x.Lookup(h), FindVirtualHost(noAny, h); got != want {
+			t.Errorf("without *: %q: index %v, scan %v", h, name(got), name(want))
+		}
+	}
+}
+
+func name(vh *model.VirtualHost) string {
+	if vh == nil {
+		return "nil"
+	}
+	return vh.Name
+}

@@ -5,6 +5,7 @@ package stats
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,8 @@ type Metrics struct {
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	configUpdates prometheus.Counter
+
+	cache sync.Map // seriesKey → *series
 }
 
 // durationBuckets start below a millisecond: a hop through a sidecar pair
@@ -63,9 +66,38 @@ func New(xdsConnected func() bool) *Metrics {
 }
 
 // ObserveRequest records one finished request.
+//
+// WithLabelValues hashes the label values and looks the series up under a
+// lock on every call, and formats the code; the series of a label set never
+// change, so they are looked up once and kept in a sync.Map (read-mostly,
+// so lock-free after the first request of each label set). Its size is the
+// number of series, which Prometheus keeps anyway.
 func (m *Metrics) ObserveRequest(direction, service, version string, code int, d time.Duration) {
-	m.requests.WithLabelValues(direction, service, version, strconv.Itoa(code)).Inc()
-	m.duration.WithLabelValues(direction, service, version).Observe(d.Seconds())
+	s := m.series(seriesKey{direction, service, version, code})
+	s.requests.Inc()
+	s.duration.Observe(d.Seconds())
+}
+
+type seriesKey struct {
+	direction, service, version string
+	code                        int
+}
+
+type series struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (m *Metrics) series(k seriesKey) *series {
+	if s, ok := m.cache.Load(k); ok {
+		return s.(*series)
+	}
+	s := &series{
+		requests: m.requests.WithLabelValues(k.direction, k.service, k.version, strconv.Itoa(k.code)),
+		duration: m.duration.WithLabelValues(k.direction, k.service, k.version),
+	}
+	got, _ := m.cache.LoadOrStore(k, s)
+	return got.(*series)
 }
 
 // ConfigUpdated counts one applied snapshot.

@@ -67,10 +67,15 @@ func resourceName(m proto.Message) string {
 	return ""
 }
 
-// decode unpacks the resources of a response, by name. Its errors become
-// NACK messages.
-func decode(resp *discoveryv3.DiscoveryResponse) (map[string]proto.Message, error) {
-	out := make(map[string]proto.Message, len(resp.GetResources()))
+// decode unpacks and converts the resources of a response, by name. Each
+// xDS message is dropped as soon as it is converted, so that what stays is
+// the proxy's model of it (about a tenth of the memory) and at most one
+// message is alive at a time. Its errors, which become NACK messages, are
+// those of the response's envelope; a resource that does not convert is
+// returned with its error (entry.err), which build reports if the
+// resource is used.
+func decode(resp *discoveryv3.DiscoveryResponse) (map[string]*entry, error) {
+	out := make(map[string]*entry, len(resp.GetResources()))
 	for i, a := range resp.GetResources() {
 		a, err := unwrap(a)
 		if err != nil {
@@ -90,7 +95,7 @@ func decode(resp *discoveryv3.DiscoveryResponse) (map[string]proto.Message, erro
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("resources[%d]: duplicate resource %q", i, name)
 		}
-		out[name] = m
+		out[name] = convert(m, a.GetValue())
 	}
 	return out, nil
 }

@@ -5,33 +5,29 @@ import (
 	"maps"
 	"slices"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
 	"trellis.dev/trellis/internal/proxy/model"
 )
 
 // state is the accepted configuration: per type, the resources the client
-// ACKed and their version, and the EDS/RDS names it subscribes to.
+// ACKed (converted: see entry) and their version, and the EDS/RDS names it
+// subscribes to.
 //
 // A state is never changed in place. A response yields a candidate state
 // (with); the candidate replaces the current one only if it is accepted,
 // so a rejected response leaves nothing behind. The state outlives
 // streams: the last good config is kept across reconnects.
 type state struct {
-	versions  map[string]string                   // type URL → accepted version_info
-	resources map[string]map[string]proto.Message // type URL → name → resource
-	names     map[string][]string                 // EDS/RDS type URL → subscribed names, sorted
+	versions  map[string]string            // type URL → accepted version_info
+	resources map[string]map[string]*entry // type URL → name → resource
+	names     map[string][]string          // EDS/RDS type URL → subscribed names, sorted
 }
 
 func newState() *state {
 	return &state{
 		versions:  map[string]string{},
-		resources: map[string]map[string]proto.Message{},
+		resources: map[string]map[string]*entry{},
 		names:     map[string][]string{},
 	}
 }
@@ -42,7 +38,7 @@ func newState() *state {
 // For LDS and CDS got is the full set. For EDS and RDS it adds to or
 // replaces the named resources; resources nothing subscribes to any more
 // are dropped (so are unrequested ones a server sent).
-func (s *state) with(typeURL, version string, got map[string]proto.Message) *state {
+func (s *state) with(typeURL, version string, got map[string]*entry) *state {
 	next := &state{
 		versions:  maps.Clone(s.versions),
 		resources: maps.Clone(s.resources),
@@ -54,7 +50,7 @@ func (s *state) with(typeURL, version string, got map[string]proto.Message) *sta
 	} else {
 		merged := maps.Clone(s.resources[typeURL])
 		if merged == nil {
-			merged = map[string]proto.Message{}
+			merged = map[string]*entry{}
 		}
 		maps.Copy(merged, got)
 		next.resources[typeURL] = merged
@@ -71,48 +67,69 @@ func (s *state) with(typeURL, version string, got map[string]proto.Message) *sta
 
 // routeNames are the route configs the listeners use. A listener that does
 // not convert is skipped: build rejects it anyway.
-func routeNames(listeners map[string]proto.Message) []string {
+func routeNames(listeners map[string]*entry) []string {
 	set := map[string]bool{}
-	for _, m := range listeners {
-		if l, err := model.ConvertListener(m.(*listenerv3.Listener)); err == nil {
-			set[l.RouteTable] = true
+	for _, e := range listeners {
+		if e.err == nil {
+			set[e.listener.RouteTable] = true
 		}
 	}
 	return slices.Sorted(maps.Keys(set))
 }
 
 // endpointNames are the load assignments the EDS clusters use.
-func endpointNames(clusters map[string]proto.Message) []string {
+func endpointNames(clusters map[string]*entry) []string {
 	set := map[string]bool{}
-	for _, m := range clusters {
-		if n := model.EDSServiceName(m.(*clusterv3.Cluster)); n != "" {
+	for _, e := range clusters {
+		if n := e.cluster.EDSName; n != "" {
 			set[n] = true
 		}
 	}
 	return slices.Sorted(maps.Keys(set))
 }
 
-func keep(res map[string]proto.Message, names []string) map[string]proto.Message {
-	out := make(map[string]proto.Message, len(names))
+func keep(res map[string]*entry, names []string) map[string]*entry {
+	out := make(map[string]*entry, len(names))
 	for _, n := range names {
-		if m, ok := res[n]; ok {
-			out[n] = m
+		if e, ok := res[n]; ok {
+			out[n] = e
 		}
 	}
 	return out
 }
 
-// build converts the whole state. When the state is valid but not
+// buildOrder is model.Build's: the first resource that does not convert,
+// in this order of types and by name, is the one a NACK names.
+var buildOrder = []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
+
+// build assembles the whole state. When the state is valid but not
 // complete, it returns no snapshot and no error, and says what it waits
 // for: "LDS" or "CDS" until that type's first response, "RDS <name>" and
 // "EDS <name>" for resources named but not received. An error is a reason
 // to NACK (see model.Build).
 func (s *state) build() (snap *model.Snapshot, waiting []string, err error) {
-	snap, err = model.Build(s.versions,
-		values[*listenerv3.Listener](s.resources[resource.ListenerType]),
-		values[*routev3.RouteConfiguration](s.resources[resource.RouteType]),
-		values[*clusterv3.Cluster](s.resources[resource.ClusterType]),
-		values[*endpointv3.ClusterLoadAssignment](s.resources[resource.EndpointType]))
+	if err := s.firstError(); err != nil {
+		return nil, nil, err
+	}
+	r := model.Resources{
+		Listeners:   map[string]*model.Listener{},
+		RouteTables: map[string]*model.RouteTable{},
+		Clusters:    map[string]model.ClusterResource{},
+		Endpoints:   map[string][]model.Endpoint{},
+	}
+	for n, e := range s.resources[resource.ListenerType] {
+		r.Listeners[n] = e.listener
+	}
+	for n, e := range s.resources[resource.RouteType] {
+		r.RouteTables[n] = e.routes
+	}
+	for n, e := range s.resources[resource.ClusterType] {
+		r.Clusters[n] = e.cluster
+	}
+	for n, e := range s.resources[resource.EndpointType] {
+		r.Endpoints[n] = e.endpoints
+	}
+	snap, err = model.Assemble(s.versions, r)
 	var inc *model.IncompleteError
 	if errors.As(err, &inc) {
 		for _, n := range inc.RouteConfigs {
@@ -140,13 +157,22 @@ func (s *state) build() (snap *model.Snapshot, waiting []string, err error) {
 	return snap, waiting, nil
 }
 
-// values lists resources in name order, so that build is deterministic.
-func values[T proto.Message](res map[string]proto.Message) []T {
-	out := make([]T, 0, len(res))
-	for _, name := range slices.Sorted(maps.Keys(res)) {
-		out = append(out, res[name].(T))
+// firstError is the conversion error model.Build would have returned for
+// the state's resources: the first in buildOrder, by name.
+func (s *state) firstError() error {
+	for _, t := range buildOrder {
+		var first string
+		var err error
+		for name, e := range s.resources[t] {
+			if e.err != nil && (err == nil || name < first) {
+				first, err = name, e.err
+			}
+		}
+		if err != nil {
+			return err
+		}
 	}
-	return out
+	return nil
 }
 
 // equal says whether s and o hold the same versions and resources, i.e.
@@ -158,7 +184,7 @@ func (s *state) equal(o *state) bool {
 	}
 	for _, t := range typeURLs {
 		a, b := s.resources[t], o.resources[t]
-		if len(a) != len(b) || !maps.EqualFunc(a, b, proto.Equal) {
+		if len(a) != len(b) || !maps.EqualFunc(a, b, func(x, y *entry) bool { return x.digest == y.digest }) {
 			return false
 		}
 	}

@@ -3,6 +3,7 @@
 package modeltest
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 
@@ -254,4 +255,70 @@ func mustAny(m proto.Message) *anypb.Any {
 		panic(err)
 	}
 	return a
+}
+
+// Mesh of n services shaped as internal/translate publishes them for a
+// Route like the design brief's canary (header gray=1 to the last version,
+// the rest split by weight): per service a virtual host (domains "svc" and
+// "svc.*") with a header-match route and a weighted route, an EDS cluster
+// of all its instances and one per version, and their load assignments;
+// versions v1…vN with instances each, zones zone-a/zone-b, every endpoint
+// HEALTHY with its version and instance labels. The memory benchmarks use
+// it (n = 1,000, 2 versions, 2 instances: BenchmarkBuildScale and
+// BenchmarkIdleSidecarRSS).
+func Scale(n, versions, instances int) *Resources {
+	r := &Resources{
+		Listeners: []*listenerv3.Listener{
+			Listener(meshxds.ListenerOutbound, meshxds.RouteConfigMesh),
+			Listener(meshxds.ListenerGateway, meshxds.RouteConfigMesh),
+		},
+	}
+	rc := &routev3.RouteConfiguration{Name: meshxds.RouteConfigMesh}
+	ip := 0
+	for s := range n {
+		svc := fmt.Sprintf("svc-%04d", s)
+		weights := map[string]uint32{}
+		var all []*endpointv3.LbEndpoint
+		for v := 1; v <= versions; v++ {
+			version := fmt.Sprintf("v%d", v)
+			name := meshxds.ClusterName(svc, version)
+			weights[name] = uint32(100 / versions)
+			if v == 1 {
+				weights[name] += uint32(100 % versions)
+			}
+			var eps []*endpointv3.LbEndpoint
+			for i := range instances {
+				ip++
+				addr := fmt.Sprintf("10.%d.%d.%d", ip>>16&255, ip>>8&255, ip&255)
+				eps = append(eps, Endpoint(addr, 9080, version, fmt.Sprintf("%s-%s-%d", svc, version, i), corev3.HealthStatus_HEALTHY))
+			}
+			all = append(all, eps...)
+			r.Clusters = append(r.Clusters, EDSCluster(name))
+			r.Loads = append(r.Loads, Load(name, "zone-a", eps...))
+		}
+		r.Clusters = append(r.Clusters, EDSCluster(meshxds.ClusterName(svc, "")))
+		r.Loads = append(r.Loads, Load(meshxds.ClusterName(svc, ""), "zone-a", all...))
+		last := meshxds.ClusterName(svc, fmt.Sprintf("v%d", versions))
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    svc,
+			Domains: []string{svc, svc + ".*"},
+			Routes: []*routev3.Route{
+				{
+					Name: svc + "/rule0/match0",
+					Match: &routev3.RouteMatch{
+						PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+						Headers:       []*routev3.HeaderMatcher{HeaderExact("gray", "1")},
+					},
+					Action: ToCluster(last),
+				},
+				{
+					Name:   svc + "/default",
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: ToWeighted(weights),
+				},
+			},
+		})
+	}
+	r.Routes = []*routev3.RouteConfiguration{rc}
+	return r
 }

@@ -1,0 +1,347 @@
+package xdsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/log"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// sotwCache is the cache the go-control-plane server serves from. It
+// answers state-of-the-world watches itself, with one response per
+// snapshot and type shared by every node, and hands delta watches to
+// go-control-plane's SnapshotCache.
+//
+// Why: the SnapshotCache builds every SotW response per node — a
+// cachedResource per resource, a name → version map, and (its costliest
+// part) a marshal of every resource — so a push of R resources to N nodes
+// costs N×R allocations and marshals, serially under one lock for the
+// building part. An endpoint change at 1,000 proxies and 1,000 services
+// (3,000 ClusterLoadAssignments) took seconds and starved etcd of the CPU
+// to renew instance leases (docs/performance.md, "Control plane at
+// scale"). Here the resources of a type are marshalled once per snapshot
+// and every node's response shares them (and gRPC writes them from one
+// shared encoding, codec.go); what stays per node is the DiscoveryResponse
+// envelope and a copy of the name → version map (the server's subscription
+// state owns and edits it).
+//
+// The SotW rules are the SnapshotCache's in ADS mode (simple.go of
+// go-control-plane v0.14), kept as they are, since the rest of this
+// package and every proxy rely on them:
+//   - a watch is answered at once if its request names another version
+//     than the node's snapshot has for the type, or the same version but
+//     the subscription lacks a resource the snapshot has; otherwise it is
+//     kept until a snapshot with another version of the type arrives;
+//   - a request that names resources but not every resource of the
+//     snapshot is not answered, and its watch is dropped: the proxy is
+//     expected to ask again (ADS consistency);
+//   - a response carries every resource of the type;
+//   - on a new snapshot the node's open watches are answered in the order
+//     of the types' enumeration (types.ResponseType: EDS, CDS, RDS, …, LDS).
+//
+// Resources with a TTL (heartbeats) are not supported: the translator
+// sets none, and publish refuses them.
+type sotwCache struct {
+	delta cache.SnapshotCache // delta watches, and nothing else
+	log   log.Logger
+
+	// recent are the encodings the gRPC codec writes responses from
+	// (codec.go).
+	recent recentShared
+
+	mu     sync.Mutex
+	nodes  map[string]*sotwNode
+	nextID int64
+}
+
+var _ cache.Cache = (*sotwCache)(nil)
+
+// sotwNode is one node's snapshot and open SotW watches.
+type sotwNode struct {
+	pub     *published // nil until the node's first snapshot
+	watches map[int64]sotwWatch
+}
+
+type sotwWatch struct {
+	req *cache.Request
+	sub cache.Subscription
+	out chan cache.Response
+}
+
+func newSotwCache(logger log.Logger) *sotwCache {
+	return &sotwCache{
+		delta: cache.NewSnapshotCache(true, cache.IDHash{}, logger),
+		log:   logger,
+		nodes: map[string]*sotwNode{},
+	}
+}
+
+// published is one snapshot as it is served: the snapshot, and per type
+// the response every node gets.
+type published struct {
+	snap  *cache.Snapshot
+	types [types.UnknownType]sharedType
+}
+
+// sharedType is the SotW answer for one type of one snapshot.
+type sharedType struct {
+	once      sync.Once
+	resources []*anypb.Any      // every resource, marshalled, sorted by name
+	returned  map[string]string // name → version, copied for each node
+	err       error
+
+	enc atomic.Pointer[sharedEncoding] // resources as encoded in a DiscoveryResponse, once built
+}
+
+// publish wraps snap for serving and builds the response of each of its
+// types now, rather than under the cache's lock at the first push.
+func publish(snap *cache.Snapshot) (*published, error) {
+	for _, rs := range snap.Resources {
+		for name, r := range rs.Items {
+			if r.TTL != nil {
+				return nil, fmt.Errorf("resource %q has a TTL; TTLs are not supported", name)
+			}
+		}
+	}
+	pub := &published{snap: snap}
+	for i, rs := range snap.Resources {
+		if rs.Items == nil {
+			continue
+		}
+		typeURL, err := cache.GetResponseTypeURL(types.ResponseType(i))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := pub.shared(typeURL); err != nil {
+			return nil, err
+		}
+	}
+	return pub, nil
+}
+
+// shared returns the response of typeURL, marshalling its resources on
+// the first call (publish makes that call for every type the snapshot has).
+func (p *published) shared(typeURL string) (*sharedType, error) {
+	i := cache.GetResponseType(typeURL)
+	if i == types.UnknownType {
+		return nil, fmt.Errorf("unknown type %q", typeURL)
+	}
+	st := &p.types[i]
+	st.once.Do(func() {
+		rs := p.snap.Resources[i]
+		names := slices.Sorted(maps.Keys(rs.Items))
+		st.resources = make([]*anypb.Any, 0, len(names))
+		st.returned = make(map[string]string, len(names))
+		for _, name := range names {
+			b, err := cache.MarshalResource(rs.Items[name].Resource)
+			if err != nil {
+				st.err = fmt.Errorf("marshalling %s %q: %w", typeURL, name, err)
+				return
+			}
+			st.resources = append(st.resources, &anypb.Any{TypeUrl: typeURL, Value: b})
+			st.returned[name] = rs.Version
+		}
+		if len(st.resources) == 0 {
+			return
+		}
+		enc, err := proto.Marshal(&discovery.DiscoveryResponse{Resources: st.resources})
+		if err != nil {
+			st.err = fmt.Errorf("marshalling %s: %w", typeURL, err)
+			return
+		}
+		st.enc.Store(&sharedEncoding{first: &st.resources[0], n: len(st.resources), encoded: enc})
+	})
+	return st, st.err
+}
+
+// published records pub as the newest snapshot, before it is set for any
+// node, so that the codec finds its encodings.
+func (c *sotwCache) published(pub *published) { c.recent.add(pub) }
+
+// node returns id's state, creating it. c.mu must be held.
+func (c *sotwCache) node(id string) *sotwNode {
+	n := c.nodes[id]
+	if n == nil {
+		n = &sotwNode{watches: map[int64]sotwWatch{}}
+		c.nodes[id] = n
+	}
+	return n
+}
+
+// SetSnapshot gives node id the snapshot pub and answers its open watches
+// of every type whose version changed.
+func (c *sotwCache) SetSnapshot(ctx context.Context, id string, pub *published) error {
+	if err := c.delta.SetSnapshot(ctx, id, pub.snap); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.node(id)
+	n.pub = pub
+	ids := slices.Collect(maps.Keys(n.watches))
+	slices.SortFunc(ids, func(a, b int64) int {
+		ta := cache.GetResponseType(n.watches[a].req.GetTypeUrl())
+		tb := cache.GetResponseType(n.watches[b].req.GetTypeUrl())
+		if ta != tb {
+			return int(ta) - int(tb)
+		}
+		return int(a - b)
+	})
+	for _, wid := range ids {
+		w := n.watches[wid]
+		if pub.snap.GetVersion(w.req.GetTypeUrl()) == w.req.GetVersionInfo() {
+			continue
+		}
+		if err := c.respond(ctx, pub, w); err != nil {
+			return err
+		}
+		delete(n.watches, wid)
+	}
+	return nil
+}
+
+// ClearSnapshot forgets node id: its snapshot and its watches.
+func (c *sotwCache) ClearSnapshot(id string) {
+	c.delta.ClearSnapshot(id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.nodes, id)
+}
+
+// CreateWatch answers req at once when the node's snapshot has something
+// the subscription lacks, and otherwise keeps the watch until it does.
+func (c *sotwCache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
+	id := cache.IDHash{}.ID(req.GetNode())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.node(id)
+	w := sotwWatch{req: req, sub: sub, out: out}
+	if n.pub == nil || !c.shouldRespond(n.pub, w) {
+		c.nextID++
+		wid := c.nextID
+		n.watches[wid] = w
+		return func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if n := c.nodes[id]; n != nil {
+				delete(n.watches, wid)
+			}
+		}, nil
+	}
+	if err := c.respond(context.Background(), n.pub, w); err != nil {
+		c.log.Errorf("failed to send a response for %s%v to nodeID %q: %s", req.GetTypeUrl(),
+			sub.SubscribedResources(), id, err)
+		return nil, fmt.Errorf("failed to send the response: %w", err)
+	}
+	return func() {}, nil
+}
+
+// shouldRespond: the request names another version than the snapshot's,
+// or the subscription lacks a resource the snapshot has.
+func (c *sotwCache) shouldRespond(pub *published, w sotwWatch) bool {
+	typeURL := w.req.GetTypeUrl()
+	if w.req.GetVersionInfo() != pub.snap.GetVersion(typeURL) {
+		return true
+	}
+	items := pub.snap.GetResourcesAndTTL(typeURL)
+	known := w.sub.ReturnedResources()
+	if !w.sub.IsWildcard() {
+		for name := range w.sub.SubscribedResources() {
+			if _, isKnown := known[name]; isKnown {
+				continue
+			}
+			if _, exists := items[name]; exists {
+				return true
+			}
+		}
+		return false
+	}
+	for name := range items {
+		if _, isKnown := known[name]; !isKnown {
+			return true
+		}
+	}
+	return false
+}
+
+// respond sends w the snapshot's response for its type, unless the
+// request names resources and leaves out one of the snapshot's (ADS:
+// nothing is sent; the proxy asks again).
+func (c *sotwCache) respond(ctx context.Context, pub *published, w sotwWatch) error {
+	typeURL := w.req.GetTypeUrl()
+	if names := w.req.GetResourceNames(); len(names) != 0 {
+		set := make(map[string]struct{}, len(names))
+		for _, name := range names {
+			set[name] = struct{}{}
+		}
+		for name := range pub.snap.GetResourcesAndTTL(typeURL) {
+			if _, ok := set[name]; !ok {
+				c.log.Warnf("ADS mode: not responding to request %s %v: %q not listed", typeURL, names, name)
+				return nil
+			}
+		}
+	}
+	st, err := pub.shared(typeURL)
+	if err != nil {
+		return err
+	}
+	resp := &sharedResponse{req: w.req, version: pub.snap.GetVersion(typeURL), shared: st, ctx: ctx}
+	select {
+	case w.out <- resp:
+		return nil
+	case <-ctx.Done():
+		return context.Canceled
+	}
+}
+
+// CreateDeltaWatch is the SnapshotCache's.
+func (c *sotwCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
+	return c.delta.CreateDeltaWatch(req, sub, out)
+}
+
+// Fetch (REST) is not served: only gRPC streams are registered.
+func (c *sotwCache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
+	return nil, errors.New("fetch is not served")
+}
+
+// sharedResponse is one node's SotW response: its own envelope around the
+// resources every node shares.
+type sharedResponse struct {
+	req     *cache.Request
+	version string
+	shared  *sharedType
+	ctx     context.Context
+}
+
+var _ cache.Response = (*sharedResponse)(nil)
+
+// GetDiscoveryResponse returns a new envelope at each call: the server
+// sets the stream's nonce in it. The resources are shared and read-only.
+func (r *sharedResponse) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) {
+	return &discovery.DiscoveryResponse{
+		VersionInfo: r.version,
+		Resources:   r.shared.resources,
+		TypeUrl:     r.req.GetTypeUrl(),
+	}, nil
+}
+
+func (r *sharedResponse) GetRequest() *discovery.DiscoveryRequest { return r.req }
+func (r *sharedResponse) GetVersion() (string, error)             { return r.version, nil }
+func (r *sharedResponse) GetResponseVersion() string              { return r.version }
+func (r *sharedResponse) GetContext() context.Context             { return r.ctx }
+
+// GetReturnedResources is a copy: the server keeps it as the
+// subscription's state and edits it when the subscription changes.
+func (r *sharedResponse) GetReturnedResources() map[string]string {
+	return maps.Clone(r.shared.returned)
+}
