@@ -50,6 +50,7 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 30 * time.Second
 	}
+	proxy.SetRuntimeDefaults() // GC tuned for a proxy (docs/performance.md)
 	p, err := proxy.New(proxy.Config{
 		Role:         meshxds.RoleSidecar,
 		Service:      cfg.Service,

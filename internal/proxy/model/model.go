@@ -81,10 +81,10 @@ type StringMatch struct {
 	// HeaderKey is Name in the canonical form of http.Header's keys, for a
 	// header condition (the converter sets it), so that the router looks
 	// the header up without canonicalizing, which allocates, per request.
-	HeaderKey string `json:"-"`
-	Kind  MatchKind      `json:"kind"`
-	Value string         `json:"value,omitempty"`
-	Regex *regexp.Regexp `json:"-"`
+	HeaderKey string         `json:"-"`
+	Kind      MatchKind      `json:"kind"`
+	Value     string         `json:"value,omitempty"`
+	Regex     *regexp.Regexp `json:"-"`
 }
 
 // MatchKind says how a value is compared.
