@@ -56,6 +56,9 @@ type proxy struct {
 // message as it goes on the wire (Any wrappers and type URLs included).
 type size struct{ resources, message int }
 
+// proxyIDPrefix starts the node ID of every simulated proxy.
+const proxyIDPrefix = "bench-proxy-"
+
 // bootstrapNode is a sidecar's node: no service, so it registers no
 // instance (the instances of the mesh are registered separately).
 func bootstrapNode(id string) *core.Node {
@@ -79,7 +82,7 @@ func startProxy(conn *grpc.ClientConn, idx int, verify bool, rec *recorder) (*pr
 	}
 	// As the proxy does: the wildcard types first, the node on the first
 	// request only.
-	first := &discovery.DiscoveryRequest{Node: bootstrapNode(fmt.Sprintf("bench-proxy-%05d", idx)), TypeUrl: resource.ClusterType}
+	first := &discovery.DiscoveryRequest{Node: bootstrapNode(fmt.Sprintf("%s%05d", proxyIDPrefix, idx)), TypeUrl: resource.ClusterType}
 	if err := stream.SendMsg(first); err != nil {
 		cancel()
 		return nil, err

@@ -159,7 +159,12 @@ func (m *meshRun) measure(ctx context.Context, n, instances int) (res result, er
 		// starts clean.
 		if werr := waitFor(ctx, 2*time.Minute, "proxies to disconnect", func() (bool, error) {
 			p, err := getProxies(ctx, m.api)
-			return len(p.Items) == instances, err
+			for _, item := range p.Items {
+				if strings.HasPrefix(item.ID, proxyIDPrefix) {
+					return false, err
+				}
+			}
+			return true, err
 		}); werr != nil && err == nil {
 			err = werr
 		}
