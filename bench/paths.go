@@ -326,17 +326,7 @@ func startTrellisSidecars(ctx context.Context, h *harness) (*livePath, error) {
 		return nil, err
 	}
 	procs = append(procs, p)
-	out := &proxyProc{Name: "outbound", PID: p.pid()}
-	return &livePath{
-		targets: map[string]target{
-			protoH1: {Addr: addr, Host: svcMeshedHTTP}, protoH2C: {Addr: addr, Host: svcMeshedHTTP},
-			protoGRPC: {Addr: addr, Host: svcMeshedGRPC},
-		},
-		proxies: map[string][]*proxyProc{
-			protoH1: {out, httpSide}, protoH2C: {out, httpSide}, protoGRPC: {out, grpcSide},
-		},
-		all: []*proxyProc{out, httpSide, grpcSide}, procs: procs, stop: stopProcs(procs),
-	}, nil
+	return meshedPath(addr, &proxyProc{Name: "outbound", PID: p.pid()}, httpSide, grpcSide, procs), nil
 }
 
 func startTrellisGatewaySidecar(ctx context.Context, h *harness) (*livePath, error) {
@@ -358,15 +348,20 @@ func startTrellisGatewaySidecar(ctx context.Context, h *harness) (*livePath, err
 		return nil, err
 	}
 	procs = append(procs, p)
-	gw := &proxyProc{Name: "gateway", PID: p.pid()}
+	return meshedPath(addr, &proxyProc{Name: "gateway", PID: p.pid()}, httpSide, grpcSide, procs), nil
+}
+
+// meshedPath is a two-hop Trellis path: front (an outbound sidecar or the
+// gateway) at addr, then the backend's inbound sidecar for the protocol.
+func meshedPath(addr string, front, httpSide, grpcSide *proxyProc, procs []*proc) *livePath {
 	return &livePath{
 		targets: map[string]target{
 			protoH1: {Addr: addr, Host: svcMeshedHTTP}, protoH2C: {Addr: addr, Host: svcMeshedHTTP},
 			protoGRPC: {Addr: addr, Host: svcMeshedGRPC},
 		},
 		proxies: map[string][]*proxyProc{
-			protoH1: {gw, httpSide}, protoH2C: {gw, httpSide}, protoGRPC: {gw, grpcSide},
+			protoH1: {front, httpSide}, protoH2C: {front, httpSide}, protoGRPC: {front, grpcSide},
 		},
-		all: []*proxyProc{gw, httpSide, grpcSide}, procs: procs, stop: stopProcs(procs),
-	}, nil
+		all: []*proxyProc{front, httpSide, grpcSide}, procs: procs, stop: stopProcs(procs),
+	}
 }
