@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"trellis.dev/trellis/internal/testutil"
+
 	"net/url"
 	"strconv"
 	"strings"
@@ -51,11 +53,11 @@ func TestExternalEtcd(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "reviews") {
 		t.Fatalf("route applied on a not visible on b:\n%s", out)
 	}
-	waitUntil(t, 5*time.Second, "both instances on both control planes", func() bool {
+	testutil.Eventually(t, 5*time.Second, "both instances on both control planes", func() bool {
 		return len(instanceIDs(t, a, "reviews")) == 2 && len(instanceIDs(t, b, "reviews")) == 2
 	})
 	gw := startGateway(t, b.xds)
-	waitUntil(t, 5*time.Second, "split through b", func() bool {
+	testutil.Eventually(t, 5*time.Second, "split through b", func() bool {
 		got := viaGateway(gw).split(t, "reviews", "/", nil, 100)
 		return got["v1"] > 50 && got["v2"] > 5
 	})

@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"trellis.dev/trellis/internal/testutil"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -200,7 +202,7 @@ func startPod(t *testing.T, control, service, version string) *pod {
 	m := p.waitLine(runReady, 30*time.Second)
 	pd := &pod{proc: p, service: service, version: version, inbound: m[1], outbound: m[2], admin: m[3], appPort: port}
 	// The app starts after the sidecar is ready; wait until it listens.
-	waitUntil(t, 10*time.Second, "app of "+service+" "+version+" listening", func() bool {
+	testutil.Eventually(t, 10*time.Second, "app of "+service+" "+version+" listening", func() bool {
 		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", ps))
 		if err == nil {
 			c.Close()
@@ -223,7 +225,7 @@ func startGateway(t *testing.T, control string) *gateway {
 	p := start(t, "gateway", "gateway", "--listen", "127.0.0.1:0", "--control", control)
 	m := p.waitLine(gatewayReady, 30*time.Second)
 	g := &gateway{proc: p, addr: m[1], admin: m[2]}
-	waitUntil(t, 20*time.Second, "gateway ready", func() bool { return httpStatus("http://"+g.admin+"/ready") == 200 })
+	testutil.Eventually(t, 20*time.Second, "gateway ready", func() bool { return httpStatus("http://"+g.admin+"/ready") == 200 })
 	return g
 }
 
@@ -328,17 +330,6 @@ func httpStatus(u string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-func waitUntil(t *testing.T, limit time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func freePort(t *testing.T) int {

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"trellis.dev/trellis/internal/testutil"
+
 	"context"
 	"net"
 	"strings"
@@ -31,12 +33,12 @@ func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
 	c := startPod(t, cp.xds, "ratings", "v3")
 	gw := startGateway(t, cp.xds)
 	mc := viaGateway(gw)
-	waitUntil(t, 5*time.Second, "three instances", func() bool { return len(instanceIDs(t, cp, "ratings")) == 3 })
+	testutil.Eventually(t, 5*time.Second, "three instances", func() bool { return len(instanceIDs(t, cp, "ratings")) == 3 })
 
 	// kill -9 the whole pod: its sidecar and app die without a word.
 	a.kill()
 	killed := time.Now()
-	waitUntil(t, 10*time.Second, "killed instance out of routing", func() bool {
+	testutil.Eventually(t, 10*time.Second, "killed instance out of routing", func() bool {
 		for i := 0; i < 30; i++ {
 			code, v, _, err := mc.get("ratings", "/", nil)
 			if err != nil || code != 200 || v == "v1" {
@@ -55,7 +57,7 @@ func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
 	if got := b.cmd.ProcessState.ExitCode(); got != 0 && got != 143 {
 		t.Fatalf("pod exit code %d", got)
 	}
-	waitUntil(t, 2*time.Second, "stopped instance deregistered", func() bool {
+	testutil.Eventually(t, 2*time.Second, "stopped instance deregistered", func() bool {
 		ids := instanceIDs(t, cp, "ratings")
 		return len(ids) == 1 && ids[0] == "v3"
 	})
@@ -64,13 +66,13 @@ func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
 	}
 	// With no instance and no Route, the service is gone from the mesh.
 	c.stop()
-	waitUntil(t, 5*time.Second, "service gone", func() bool {
+	testutil.Eventually(t, 5*time.Second, "service gone", func() bool {
 		code, _, merr, _ := mc.get("ratings", "/", nil)
 		return code == 404 && merr == "no_route"
 	})
 	// A Route keeps the service known: its traffic has nowhere to go.
 	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Route\nmetadata: {name: ratings}\nspec: {service: ratings, rules: [{version: v3, weight: 100}]}\n")
-	waitUntil(t, 5*time.Second, "no healthy upstream", func() bool {
+	testutil.Eventually(t, 5*time.Second, "no healthy upstream", func() bool {
 		code, _, merr, _ := mc.get("ratings", "/", nil)
 		return code == 503 && merr == "no_healthy_upstream"
 	})
@@ -85,7 +87,7 @@ func TestProxyKeepsConfigWhileControlPlaneIsDown(t *testing.T) {
 	gw := startGateway(t, cp.xds)
 	mc := viaGateway(gw)
 	apply(t, cp, canaryRoute)
-	waitUntil(t, 5*time.Second, "route applied", func() bool {
+	testutil.Eventually(t, 5*time.Second, "route applied", func() bool {
 		_, v, _, _ := mc.get("reviews", "/", map[string]string{"gray": "1"})
 		return v == "v3"
 	})
@@ -107,9 +109,9 @@ func TestProxyKeepsConfigWhileControlPlaneIsDown(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "reviews") {
 		t.Fatalf("Route lost across restart:\n%s", out)
 	}
-	waitUntil(t, 15*time.Second, "pods re-registered", func() bool { return len(instanceIDs(t, cp2, "reviews")) == 3 })
+	testutil.Eventually(t, 15*time.Second, "pods re-registered", func() bool { return len(instanceIDs(t, cp2, "reviews")) == 3 })
 	apply(t, cp2, strings.Replace(strings.Replace(canaryRoute, "weight: 80", "weight: 0", 1), "weight: 20", "weight: 100", 1))
-	waitUntil(t, 15*time.Second, "change after reconnect", func() bool {
+	testutil.Eventually(t, 15*time.Second, "change after reconnect", func() bool {
 		got := mc.split(t, "reviews", "/", nil, 20)
 		return got["v2"] == 20
 	})

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"trellis.dev/trellis/internal/testutil"
+
 	"context"
 	"encoding/json"
 	"io"
@@ -57,7 +59,7 @@ func TestProxyNACKsBadConfigAndKeepsTheOld(t *testing.T) {
 		port := freePort(t)
 		start(t, "echo-"+v, "sample", "echo", "--port", strconv.Itoa(port), "--service", "shop", "--version", v)
 		addrs[v] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		waitUntil(t, 10*time.Second, "echo "+v, func() bool { return httpStatus("http://"+addrs[v]+"/") == 200 })
+		testutil.Eventually(t, 10*time.Second, "echo "+v, func() bool { return httpStatus("http://"+addrs[v]+"/") == 200 })
 	}
 	instances := func() []api.Instance {
 		var is []api.Instance
@@ -97,12 +99,12 @@ func TestProxyNACKsBadConfigAndKeepsTheOld(t *testing.T) {
 	gw := start(t, "gateway", "gateway", "--listen", "127.0.0.1:0", "--control", lis.Addr().String())
 	m := gw.waitLine(gatewayReady, 30*time.Second)
 	gwAddr, admin := m[1], m[2]
-	waitUntil(t, 10*time.Second, "gateway connected", func() bool { return len(snapshots.GetStatusKeys()) > 0 })
+	testutil.Eventually(t, 10*time.Second, "gateway connected", func() bool { return len(snapshots.GetStatusKeys()) > 0 })
 	node := snapshots.GetStatusKeys()[0]
 	if err := snapshots.SetSnapshot(context.Background(), node, goodSnap); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "gateway ready", func() bool { return httpStatus("http://"+admin+"/ready") == 200 })
+	testutil.Eventually(t, 10*time.Second, "gateway ready", func() bool { return httpStatus("http://"+admin+"/ready") == 200 })
 	// No sidecar here adds x-trellis-version: read the version the echo
 	// app reports in its body.
 	mc := &meshClient{http: &http.Client{Timeout: 5 * time.Second}, base: "http://" + gwAddr, bodyVersion: true}
@@ -124,7 +126,7 @@ func TestProxyNACKsBadConfigAndKeepsTheOld(t *testing.T) {
 	if err := snapshots.SetSnapshot(context.Background(), node, badSnap); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "NACK received", func() bool {
+	testutil.Eventually(t, 10*time.Second, "NACK received", func() bool {
 		for _, n := range rec.all() {
 			if strings.Contains(n, "(unclosed") {
 				return true
@@ -146,7 +148,7 @@ func TestProxyNACKsBadConfigAndKeepsTheOld(t *testing.T) {
 	if err := snapshots.SetSnapshot(context.Background(), node, fixedSnap); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "fixed config applied", func() bool {
+	testutil.Eventually(t, 10*time.Second, "fixed config applied", func() bool {
 		got := mc.split(t, "shop", "/", nil, 10)
 		return got["v2"] == 10
 	})

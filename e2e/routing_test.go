@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"trellis.dev/trellis/internal/testutil"
+
 	"strings"
 	"testing"
 	"time"
@@ -47,11 +49,11 @@ func TestCanaryThroughGatewayAndSidecar(t *testing.T) {
 
 	apply(t, cp, canaryRoute)
 	// The Route is in force once gray traffic reaches v3.
-	waitUntil(t, 5*time.Second, "route applied at the gateway", func() bool {
+	testutil.Eventually(t, 5*time.Second, "route applied at the gateway", func() bool {
 		_, v, _, _ := viaGateway(gw).get("reviews", "/", map[string]string{"gray": "1"})
 		return v == "v3"
 	})
-	waitUntil(t, 5*time.Second, "route applied at the sidecar", func() bool {
+	testutil.Eventually(t, 5*time.Second, "route applied at the sidecar", func() bool {
 		_, v, _, _ := viaSidecar(client).get("reviews", "/", map[string]string{"gray": "1"})
 		return v == "v3"
 	})

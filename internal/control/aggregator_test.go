@@ -1,6 +1,8 @@
 package control
 
 import (
+	"trellis.dev/trellis/internal/testutil"
+
 	"context"
 	"errors"
 	"sync"
@@ -61,7 +63,7 @@ func TestAggregatorDebouncesBurst(t *testing.T) {
 		send(signals)
 		time.Sleep(time.Millisecond)
 	}
-	eventually(t, time.Second, "one publish", func() bool { return xds.count() == 1 })
+	testutil.Eventually(t, time.Second, "one publish", func() bool { return xds.count() == 1 })
 	xds.mu.Lock()
 	first := xds.updates[0]
 	xds.mu.Unlock()
@@ -110,13 +112,13 @@ func TestAggregatorRetriesFailedRead(t *testing.T) {
 	}
 	xds, signals := startAggregator(t, read)
 	send(signals)
-	eventually(t, 2*time.Second, "publish after the read recovers", func() bool { return xds.count() == 1 })
+	testutil.Eventually(t, 2*time.Second, "publish after the read recovers", func() bool { return xds.count() == 1 })
 
 	xds.mu.Lock()
 	xds.fail = errors.New("inconsistent snapshot")
 	xds.mu.Unlock()
 	send(signals)
-	eventually(t, time.Second, "refused update attempted", func() bool { return xds.count() == 2 })
+	testutil.Eventually(t, time.Second, "refused update attempted", func() bool { return xds.count() == 2 })
 	time.Sleep(200 * time.Millisecond)
 	if n := xds.count(); n != 2 {
 		t.Errorf("a refused Update was retried (%d updates); it only changes with the input", n)

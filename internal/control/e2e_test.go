@@ -1,6 +1,8 @@
 package control
 
 import (
+	"trellis.dev/trellis/internal/testutil"
+
 	"context"
 	"strings"
 	"testing"
@@ -105,7 +107,7 @@ func TestSidecarStreamAndPush(t *testing.T) {
 		t.Fatalf("first CDS response: %v", err)
 	}
 
-	eventually(t, 5*time.Second, "sidecar registered", func() bool {
+	testutil.Eventually(t, 5*time.Second, "sidecar registered", func() bool {
 		items := decode[instances](t, call(t, s, "GET", "/v1/instances?service=details", ""), 200).Items
 		return len(items) == 1 && items[0].ID == "details-v1-xyz" && items[0].Port == 9080
 	})
@@ -125,13 +127,13 @@ func TestSidecarStreamAndPush(t *testing.T) {
 	before := s.xds.Version()
 	start := time.Now()
 	decode[map[string]any](t, call(t, s, "POST", "/v1/apply", simpleRoute("details", "default", "v1")), 200)
-	eventually(t, time.Second, "route published", func() bool { return s.xds.Version() != before })
+	testutil.Eventually(t, time.Second, "route published", func() bool { return s.xds.Version() != before })
 	t.Logf("apply → published in %s (version %s → %s)", time.Since(start).Round(time.Millisecond), before, s.xds.Version())
 
 	// The stream ends (proxy exits): the instance leaves at once, not
 	// after the lease TTL.
 	cancel()
-	eventually(t, 3*time.Second, "sidecar deregistered", func() bool {
+	testutil.Eventually(t, 3*time.Second, "sidecar deregistered", func() bool {
 		return len(decode[instances](t, call(t, s, "GET", "/v1/instances?service=details", ""), 200).Items) == 0
 	})
 }

@@ -86,16 +86,3 @@ func decode[T any](t *testing.T, a answer, want int) T {
 	}
 	return v
 }
-
-// eventually polls cond until it holds, failing after within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
-}

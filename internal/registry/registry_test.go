@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"trellis.dev/trellis/internal/testutil"
+
 	"context"
 	"errors"
 	"io"
@@ -104,19 +106,6 @@ func has(t *testing.T, service, id string) bool {
 	return false
 }
 
-// eventually polls cond until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func leaseOf(t *testing.T, service, id string) clientv3.LeaseID {
 	t.Helper()
 	resp, err := st.Client().Get(t.Context(), store.InstanceKey(service, id))
@@ -178,7 +167,7 @@ func TestLeaseExpiresWhenControlPlaneDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli.Close() // no more keepalives, no revoke: a crash as far as etcd can tell
-	took := eventually(t, 10*time.Second, "orphaned instance expires", func() bool { return !has(t, "orphan", "orphan-1") })
+	took := testutil.Eventually(t, 10*time.Second, "orphaned instance expires", func() bool { return !has(t, "orphan", "orphan-1") })
 	t.Logf("expired %s after the keepalives stopped", took.Round(10*time.Millisecond))
 	start := time.Now()
 	r.Close()
@@ -200,7 +189,7 @@ func TestLeaseLostIsRegrantedAndPutAgain(t *testing.T) {
 	if _, err := st.Client().Revoke(t.Context(), old); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "instance written again under a new lease", func() bool {
+	testutil.Eventually(t, 10*time.Second, "instance written again under a new lease", func() bool {
 		resp, err := st.Client().Get(t.Context(), store.InstanceKey("phoenix", "phoenix-1"))
 		return err == nil && len(resp.Kvs) == 1 && clientv3.LeaseID(resp.Kvs[0].Lease) != old
 	})
