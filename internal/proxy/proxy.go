@@ -26,6 +26,7 @@ import (
 	"trellis.dev/trellis/internal/proxy/admin"
 	"trellis.dev/trellis/internal/proxy/balancer"
 	"trellis.dev/trellis/internal/proxy/forward"
+	"trellis.dev/trellis/internal/proxy/h1server"
 	"trellis.dev/trellis/internal/proxy/model"
 	"trellis.dev/trellis/internal/proxy/stats"
 	"trellis.dev/trellis/internal/proxy/tunnel"
@@ -67,7 +68,15 @@ type Proxy struct {
 type listener struct {
 	name string // "inbound", "outbound", "gateway"
 	ln   net.Listener
-	srv  *http.Server
+	srv  listenerServer
+}
+
+// listenerServer is what a listener needs of its server: *h1server.Server for the
+// traffic listeners, *http.Server for admin.
+type listenerServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // New checks cfg and returns a proxy that is not listening yet.
@@ -190,12 +199,14 @@ func (p *Proxy) bind() error {
 }
 
 // newServer serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c), which is
-// how gRPC and other h2 clients speak cleartext.
-func (p *Proxy) newServer(h http.Handler) *http.Server {
+// how gRPC and other h2 clients speak cleartext. Plain HTTP/1.1 keep-alive
+// requests are read by our own loop (h1server: why there); every other
+// connection is handed to net/http.
+func (p *Proxy) newServer(h http.Handler) *h1server.Server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
-	return &http.Server{
+	fallback := &http.Server{
 		Handler:           h,
 		Protocols:         &protos,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -205,6 +216,7 @@ func (p *Proxy) newServer(h http.Handler) *http.Server {
 		IdleTimeout: 120 * time.Second,
 		ErrorLog:    slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
+	return &h1server.Server{Handler: h, Fallback: fallback, IdleTimeout: fallback.IdleTimeout, Log: p.log}
 }
 
 // serve runs srv on ln. Its goroutines carry the profiler label
@@ -212,7 +224,7 @@ func (p *Proxy) newServer(h http.Handler) *http.Server {
 // transport goroutines they start) inherits, so a CPU profile of a process
 // holding several proxies and apps can be cut per listener
 // (go tool pprof -tagfocus trellis_listener=outbound).
-func (p *Proxy) serve(name string, srv *http.Server, ln net.Listener) {
+func (p *Proxy) serve(name string, srv listenerServer, ln net.Listener) {
 	pprof.Do(context.Background(), pprof.Labels("trellis_listener", name), func(context.Context) {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("listener stopped", "listener", name, "error", err)

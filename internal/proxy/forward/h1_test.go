@@ -13,6 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/testutil"
 )
 
 func TestFastPathEligibility(t *testing.T) {
@@ -380,6 +383,48 @@ func TestFastPathInstanceClosedIdleConnection(t *testing.T) {
 	}
 	<-closed
 	if g := send(t, c, newGet(proxy)); g.Body != "second" {
+		t.Fatalf("second: %d %q", g.Status, g.Body)
+	}
+}
+
+// The probe sees the close of a connection idle for probeAfter or more, so
+// that even a request that cannot be sent twice (a POST) goes on a new
+// connection instead of failing.
+func TestFastPathProbeSeesClose(t *testing.T) {
+	closed := make(chan struct{})
+	addr := rawInstance(t,
+		func(c net.Conn, br *bufio.Reader) {
+			readRequest(t, br)
+			answer(c, "first")
+			c.Close()
+			close(closed)
+		},
+		func(c net.Conn, br *bufio.Reader) {
+			readRequest(t, br)
+			answer(c, "second")
+		})
+	f := New(Options{})
+	f.pool.probeAfter = 0 // probe every time
+	proxy := proxyWith(t, f, &Target{Addr: addr})
+	c := &http.Client{Transport: &http.Transport{}}
+	if g := send(t, c, newGet(proxy)); g.Body != "first" {
+		t.Fatalf("first: %d %q", g.Status, g.Body)
+	}
+	<-closed
+	// The FIN has to arrive before the probe: wait until the instance's
+	// side is gone for the kernel too.
+	testutil.Eventually(t, 5*time.Second, "the pooled connection to look closed", func() bool {
+		f.pool.mu.Lock()
+		defer f.pool.mu.Unlock()
+		for _, l := range f.pool.idle {
+			for _, pc := range l {
+				return !pc.alive(0)
+			}
+		}
+		return false
+	})
+	req, _ := http.NewRequest("POST", "http://"+proxy+"/", strings.NewReader("x"))
+	if g := send(t, c, req); g.Body != "second" {
 		t.Fatalf("second: %d %q", g.Status, g.Body)
 	}
 }

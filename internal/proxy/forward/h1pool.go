@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"trellis.dev/trellis/internal/proxy/sockio"
 )
 
 // maxResponseHeaderBytes bounds a response head, as
@@ -28,11 +29,16 @@ const noLimit = math.MaxInt64
 // (that hand-off is what it saves); instead a connection taken from the
 // pool is probed with a non-blocking peek, which sees a close that has
 // arrived, and exchange sends a replayable request again when the close
-// crosses the request on the wire.
+// crosses the request on the wire. The probe is a system call per request
+// at full speed, so a connection back in the pool for less than
+// probeAfter is not probed: an instance closes a keep-alive connection
+// after seconds idle (or when it shuts down, which a request may cross
+// anyway), not within milliseconds of answering on it.
 type h1Pool struct {
 	dialer       *net.Dialer
 	maxFallbacks int
 	log          *slog.Logger
+	probeAfter   time.Duration
 
 	mu      sync.Mutex
 	idle    map[string][]*h1Conn // by address; the most recently used last
@@ -44,6 +50,7 @@ func newH1Pool(maxFallbacks int, log *slog.Logger) *h1Pool {
 		dialer:       &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second},
 		maxFallbacks: maxFallbacks,
 		log:          log,
+		probeAfter:   100 * time.Millisecond,
 		idle:         map[string][]*h1Conn{},
 	}
 }
@@ -93,7 +100,7 @@ func (p *h1Pool) takeIdle(addr string) *h1Conn {
 		l[len(l)-1] = nil
 		p.idle[addr] = l[:len(l)-1]
 		p.mu.Unlock()
-		if c.alive() {
+		if c.alive(p.probeAfter) {
 			c.reused = true
 			return c
 		}
@@ -191,12 +198,13 @@ type h1Conn struct {
 }
 
 func newH1Conn(nc net.Conn, addr string) *h1Conn {
-	c := &h1Conn{conn: nc, addr: addr, limit: noLimit}
+	var raw syscall.RawConn
 	if sc, ok := nc.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
+		raw, _ = sc.SyscallConn()
 	}
+	c := &h1Conn{conn: sockio.Wrap(nc), raw: raw, addr: addr, limit: noLimit}
 	c.br = bufio.NewReaderSize(limitedConn{c}, 4<<10)
-	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	c.bw = bufio.NewWriterSize(c.conn, 4<<10)
 	c.abortFn = c.abort
 	c.probeFn = c.probe
 	return c

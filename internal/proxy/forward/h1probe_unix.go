@@ -2,18 +2,23 @@
 
 package forward
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+	"unsafe"
+)
 
 // alive reports whether a pooled connection can carry a request: the
 // instance has not closed it (a FIN or RST has not arrived) and has sent
 // nothing unasked (which would be read as the next answer). It costs one
 // non-blocking recv(MSG_PEEK), where http.Transport keeps a goroutine
-// blocked in a read on every idle connection.
-func (c *h1Conn) alive() bool {
+// blocked in a read on every idle connection. A connection idle for less
+// than probeAfter is not probed (see h1Pool).
+func (c *h1Conn) alive(probeAfter time.Duration) bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
-	if c.raw == nil {
+	if c.raw == nil || time.Since(c.idleSince) < probeAfter {
 		return true
 	}
 	c.probeN, c.probeErr = 0, nil
@@ -25,8 +30,14 @@ func (c *h1Conn) alive() bool {
 	return c.probeErr == syscall.EAGAIN || c.probeErr == syscall.EWOULDBLOCK
 }
 
-// probe is the RawConn.Read callback of alive; it never waits.
+// probe is the RawConn.Read callback of alive; it never waits. A raw
+// system call, for the reason package sockio gives.
 func (c *h1Conn) probe(fd uintptr) bool {
-	c.probeN, _, c.probeErr = syscall.Recvfrom(int(fd), c.probeBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.probeBuf[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	c.probeN, c.probeErr = int(n), nil
+	if e != 0 {
+		c.probeErr = e
+	}
 	return true
 }

@@ -1,0 +1,455 @@
+// Package h1server is the proxy's HTTP/1.1 server: a connection loop that
+// reads plain keep-alive requests, hands each to an http.Handler with a
+// lean ResponseWriter, and gives every connection it does not fully
+// understand to a net/http server, which then serves it for the rest of
+// its life.
+//
+// Why by hand: a proxy hop is mostly its server side. Profiles of a
+// gateway hop (docs/performance.md) put net/http's server at a third of
+// the proxy's CPU after the forwarding fast path: a goroutine started per
+// request to watch for the client closing, a context and its cancel per
+// request, textproto's parsing and the header map per request, the
+// response writer's two buffers, Content-Type sniffing. nginx and HAProxy
+// do none of these, which is most of what separates their throughput from
+// ours on one core.
+//
+// What it serves itself: HTTP/1.1 requests with a Host field, an
+// origin-form or absolute http:// target, no Transfer-Encoding, Expect,
+// Upgrade or Trailer field, and a body of at most 32 KiB with a
+// Content-Length — the requests the forwarder's fast path takes. The head
+// is parsed strictly (CRLF line ends, token names, no obs-fold, no control
+// bytes); anything else (HTTP/1.0, h2c, CONNECT, chunked uploads, odd or
+// malformed heads) goes to the Fallback net/http server with the bytes
+// read so far, so net/http keeps answering everything unusual exactly as
+// before, its 400s included.
+//
+// What a handler gets: an *http.Request as net/http would have built it
+// (its Context is context.Background: nothing watches the client while
+// the handler runs; a client that went away is noticed when the answer is
+// written), and a ResponseWriter that sends 1xx at once, holds the final
+// head until the first flush or body write, frames the body by its
+// Content-Length or else chunked (a short body without a length gets one,
+// as net/http does), adds Date, sends trailers after a chunked body,
+// flushes when the handler returns unless another pipelined request is
+// already buffered, and does not sniff a Content-Type (a proxy passes the
+// instance's headers as they are).
+package h1server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"trellis.dev/trellis/internal/proxy/sockio"
+)
+
+// Buffer sizes per connection. A head larger than readBufferSize goes to
+// net/http (whose limit is 1 MB).
+const (
+	readBufferSize  = 8 << 10
+	writeBufferSize = 4 << 10
+)
+
+// Server serves HTTP/1.1 connections, handing those it does not take to
+// Fallback.
+type Server struct {
+	// Handler serves every request this server reads itself.
+	Handler http.Handler
+	// Fallback serves the connections handed off; its own Handler is
+	// used for them. Required.
+	Fallback *http.Server
+	// IdleTimeout bounds the wait for the next request's head (and for the
+	// rest of a head that started). Zero means 2 minutes.
+	IdleTimeout time.Duration
+	// Log receives unexpected handler panics. Nil discards.
+	Log *slog.Logger
+
+	closing atomic.Bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	handoff   *handoffListener // created with the first Serve
+	fallback  chan error       // Fallback.Serve's result
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = http.ErrServerClosed
+
+// Serve accepts connections on ln until Shutdown or Close. It closes ln.
+func (s *Server) Serve(ln net.Listener) error {
+	if !s.track(ln) {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer s.untrack(ln)
+	var delay time.Duration
+	for {
+		rw, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// As net/http: back off on temporary accept errors (EMFILE…).
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		c := s.newConn(rw)
+		if !s.trackConn(c) {
+			rw.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// track registers ln, and starts the fallback server once.
+func (s *Server) track(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+	}
+	s.listeners[ln] = struct{}{}
+	if s.handoff == nil {
+		s.handoff = newHandoffListener(ln.Addr())
+		s.fallback = make(chan error, 1)
+		go func() { s.fallback <- s.Fallback.Serve(s.handoff) }()
+	}
+	return true
+}
+
+func (s *Server) untrack(ln net.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.listeners, ln)
+}
+
+func (s *Server) trackConn(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrackConn(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish (each answer then says Connection: close), and shuts the
+// fallback server down the same way. When ctx ends first, it returns
+// ctx's error and what is still open stays open: call Close.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.closeListeners()
+	fallbackErr := make(chan error, 1)
+	go func() { fallbackErr <- s.Fallback.Shutdown(ctx) }()
+
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.closeIdle() == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return <-fallbackErr
+}
+
+// Close closes the listeners and every connection at once, the fallback
+// server's too.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.closeListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.rwc.Close()
+	}
+	s.mu.Unlock()
+	return s.Fallback.Close()
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	if s.handoff != nil {
+		s.handoff.Close()
+	}
+}
+
+// closeIdle wakes every connection waiting for a request, which then sees
+// the server closing and closes; it returns how many connections are left.
+func (s *Server) closeIdle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.idle.Load() {
+			c.rwc.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+	return len(s.conns)
+}
+
+// aLongTimeAgo is a deadline that fails a blocked read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is one client connection and what its requests reuse.
+type conn struct {
+	s      *Server
+	rwc    net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	remote string // RemoteAddr, formatted once
+
+	// idle: waiting for a request's head. Set after the read deadline, so
+	// that Shutdown's past deadline is never overwritten by the loop's.
+	idle atomic.Bool
+
+	reqHeader http.Header // cleared and reused by every request
+	resHeader http.Header
+	res       response
+	body      bodyReader
+}
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+)
+
+func (s *Server) newConn(rwc net.Conn) *conn {
+	rw := sockio.Wrap(rwc) // raw system calls: why in package sockio
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(rw)
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(rw)
+	return &conn{s: s, rwc: rwc, br: br, bw: bw, remote: rwc.RemoteAddr().String(),
+		reqHeader: http.Header{}, resHeader: http.Header{}}
+}
+
+// serve reads and answers requests until the connection ends or is handed
+// off.
+func (c *conn) serve() {
+	handedOff := false
+	defer func() {
+		c.s.untrackConn(c)
+		if handedOff {
+			return // the reader belongs to the fallback server now
+		}
+		c.rwc.Close()
+		c.br.Reset(nil)
+		c.bw.Reset(nil)
+		readers.Put(c.br)
+		writers.Put(c.bw)
+	}()
+	idleTimeout := c.s.IdleTimeout
+	if idleTimeout == 0 {
+		idleTimeout = 2 * time.Minute
+	}
+	for {
+		c.rwc.SetReadDeadline(time.Now().Add(idleTimeout))
+		c.idle.Store(true)
+		if c.s.closing.Load() {
+			return
+		}
+		head, err := c.readHead()
+		c.idle.Store(false)
+		if err != nil {
+			return // closed, timed out, or woken by Shutdown
+		}
+		var r *http.Request
+		v := handOff
+		if head != nil {
+			r, v = parseHead(head, c.remote, c.reqHeader)
+		}
+		if v == handOff {
+			handedOff = c.handOff()
+			return
+		}
+		c.br.Discard(len(head))
+		if !c.serveRequest(r) {
+			return
+		}
+	}
+}
+
+// readHead waits until the buffer holds a whole request head and returns
+// it (still buffered: the caller discards it). A head that does not fit
+// the buffer returns nil, nil: it goes to net/http.
+func (c *conn) readHead() ([]byte, error) {
+	for {
+		n := c.br.Buffered()
+		buf, _ := c.br.Peek(n)
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			return buf[:i+4], nil
+		}
+		if n == c.br.Size() {
+			return nil, nil
+		}
+		if _, err := c.br.Peek(n + 1); err != nil {
+			if n > 0 && errors.Is(err, io.EOF) {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// serveRequest runs the handler for r and ends its response; it reports
+// whether the connection goes on.
+func (c *conn) serveRequest(r *http.Request) bool {
+	if r.ContentLength > 0 {
+		c.body = bodyReader{br: c.br, left: r.ContentLength}
+		r.Body = &c.body
+	}
+	w := &c.res
+	*w = response{c: c, req: r, hdr: c.resHeader, small: w.small[:0], trailers: w.trailers[:0],
+		closeAfter: r.Close || c.s.closing.Load()}
+	if !c.runHandler(w, r) {
+		return false
+	}
+	keep := w.finish()
+	clear(c.reqHeader)
+	clear(c.resHeader)
+	if c.body.left > 0 {
+		// What the handler did not read of the body (at most maxBody).
+		if _, err := c.br.Discard(int(c.body.left)); err != nil {
+			keep = false
+		}
+		c.body.left = 0
+	}
+	if !keep || c.br.Buffered() == 0 {
+		// Flush unless the next request is already here: then its answer
+		// goes out with this one.
+		if err := c.bw.Flush(); err != nil {
+			return false
+		}
+	}
+	return keep
+}
+
+// runHandler calls the handler; a panic ends the connection without a
+// word more (http.ErrAbortHandler is how a handler asks for that).
+func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
+	defer func() {
+		if e := recover(); e != nil {
+			if e != http.ErrAbortHandler && c.s.Log != nil {
+				c.s.Log.Error("handler panic", "panic", e, "remote", c.remote)
+			}
+			ok = false
+		}
+	}()
+	c.s.Handler.ServeHTTP(w, r)
+	return true
+}
+
+// handOff gives the connection, with what was read of it, to the fallback
+// server. It reports false when the server is closing and nobody took it.
+func (c *conn) handOff() bool {
+	if err := c.bw.Flush(); err != nil {
+		return false
+	}
+	c.rwc.SetReadDeadline(time.Time{})
+	return c.s.handoff.push(&handedConn{Conn: c.rwc, r: c.br})
+}
+
+// bodyReader reads a request body of known length from the connection's
+// buffer.
+type bodyReader struct {
+	br   *bufio.Reader
+	left int64
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.br.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF && b.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *bodyReader) Close() error { return nil }
+
+// handedConn is a connection given to net/http: reads start with what this
+// server had buffered.
+type handedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// handoffListener is the fallback server's listener: Accept returns the
+// connections handed off.
+type handoffListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *handoffListener) push(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
