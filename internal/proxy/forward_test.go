@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"trellis.dev/trellis/internal/meshxds"
 	"trellis.dev/trellis/internal/proxy/model"
@@ -191,5 +192,26 @@ func TestGateway(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("CONNECT on the gateway: %v %v", resp, err)
+	}
+}
+
+// A client that closes its connection while the instance has not answered
+// ends the exchange, and the instance sees its request's connection close:
+// h1server has no goroutine watching the client, so the forwarder checks
+// the client while the instance is silent (forward.waitAnswer).
+func TestClientGoneEndsUpstreamExchange(t *testing.T) {
+	a := startApp(t, "v1")
+	side := sidecar(t, "reviews", "v1", a.addr)
+	c, err := net.Dial("tcp", side.InboundAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET /slow HTTP/1.1\r\nHost: reviews\r\n\r\n")
+	<-a.arrived
+	c.Close()
+	select {
+	case <-a.gone:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the instance still holds the request of a client that left")
 	}
 }

@@ -83,16 +83,18 @@ func sidecar(tb testing.TB, service, version, appAddr string) *Proxy {
 type app struct {
 	name string
 	addr string
-	// /slow waits: it signals arrived, then waits for release.
+	// /slow waits: it signals arrived, then waits for release, or signals
+	// gone when its request's connection closes first.
 	arrived chan struct{}
 	release chan struct{}
+	gone    chan struct{}
 	mu      sync.Mutex
 	last    *http.Request // headers of the last request
 }
 
 func startApp(tb testing.TB, name string) *app {
 	tb.Helper()
-	a := &app{name: name, arrived: make(chan struct{}, 16), release: make(chan struct{})}
+	a := &app{name: name, arrived: make(chan struct{}, 16), release: make(chan struct{}), gone: make(chan struct{}, 16)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -115,7 +117,12 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	if r.URL.Path == "/slow" {
 		a.arrived <- struct{}{}
-		<-a.release
+		select {
+		case <-a.release:
+		case <-r.Context().Done():
+			a.gone <- struct{}{}
+			return
+		}
 	}
 	w.Header().Set("X-App", a.name)
 	// An app trying to pass for another version is overruled by its sidecar.

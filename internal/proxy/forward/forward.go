@@ -220,7 +220,7 @@ func (f *Forwarder) handleError(w http.ResponseWriter, r *http.Request, err erro
 // error when err is not one (something failed after the request went out).
 func (f *Forwarder) writeError(w http.ResponseWriter, r *http.Request, t *Target, err error) {
 	f.SetHeaders(w.Header())
-	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) || errors.Is(err, ErrClientGone) {
 		w.WriteHeader(StatusClientClosedRequest)
 		return
 	}

@@ -36,6 +36,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -142,8 +143,11 @@ func (f *Forwarder) roundTrip(w http.ResponseWriter, r *http.Request, c *h1Conn,
 		return nil, err
 	}
 	c.limit = maxResponseHeaderBytes
-	if _, err := c.br.Peek(1); err != nil {
+	if err := waitAnswer(w, c); err != nil {
 		c.done()
+		if errors.Is(err, ErrClientGone) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: %w", errNothingRead, err)
 	}
 	for n := 0; ; n++ {
@@ -165,6 +169,59 @@ func (f *Forwarder) roundTrip(w http.ResponseWriter, r *http.Request, c *h1Conn,
 		copyHeader(h, res.Header)
 		w.WriteHeader(res.StatusCode)
 		clear(h)
+	}
+}
+
+// ClientWatcher is what a ResponseWriter offers when nothing watches its
+// client while the handler runs (h1server's: no goroutine per request
+// reads the client's connection, as net/http's does to cancel the
+// request's context). ClientGone reports, without waiting, whether the
+// client has closed its connection.
+type ClientWatcher interface{ ClientGone() bool }
+
+// ErrClientGone ends an exchange whose client closed its connection while
+// the instance had not answered yet.
+var ErrClientGone = errors.New("the client closed its connection before the answer")
+
+// clientCheckInterval is how often a silent instance's client is checked.
+var clientCheckInterval = time.Second
+
+// waitAnswer waits for the first byte of the answer on c. When w can tell
+// whether its client is gone, the wait is cut into clientCheckInterval
+// slices and the client checked after each, so that a long poll whose
+// client left does not hold the instance until it answers (what net/http's
+// background read gives the other path). The deadline costs a timer per
+// request; the check itself runs only for answers slower than the interval.
+func waitAnswer(w http.ResponseWriter, c *h1Conn) error {
+	watcher := clientWatcher(w)
+	if watcher == nil {
+		_, err := c.br.Peek(1)
+		return err
+	}
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(clientCheckInterval))
+		_, err := c.br.Peek(1)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.conn.SetReadDeadline(time.Time{})
+			return err
+		}
+		if watcher.ClientGone() {
+			return ErrClientGone
+		}
+	}
+}
+
+// clientWatcher finds a ClientWatcher in w or the writers it wraps.
+func clientWatcher(w http.ResponseWriter) ClientWatcher {
+	for {
+		switch t := w.(type) {
+		case ClientWatcher:
+			return t
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return nil
+		}
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"trellis.dev/trellis/internal/proxy/sockio"
 )
 
 // bufferBeforeChunking is how much of a body without a Content-Length is
@@ -272,6 +274,11 @@ func (w *response) finish() bool {
 	}
 	return w.failed == nil && !w.closeAfter
 }
+
+// ClientGone reports whether the client has closed its connection (the
+// forwarder asks while an instance is slow to answer: nothing else watches
+// the client during a request here).
+func (w *response) ClientGone() bool { return sockio.PeerClosed(w.c.rwc) }
 
 func writeTrailer(bw *bufio.Writer, k, v string) {
 	if !validKey(k) {

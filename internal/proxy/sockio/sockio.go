@@ -145,3 +145,40 @@ func (c *Conn) write(fd uintptr) bool {
 func (c *Conn) opError(op string, e syscall.Errno) error {
 	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: e}
 }
+
+// PeerClosed reports, without waiting, whether the peer of c (a socket
+// connection: a *net.TCPConn, or a Conn from Wrap) has closed it or reset
+// it: a recv(MSG_PEEK|MSG_DONTWAIT) that finds the end of the stream.
+// Bytes waiting to be read (a pipelined request) mean it is still there.
+// A connection that is not a socket reports false.
+func PeerClosed(c net.Conn) bool {
+	if w, ok := c.(*Conn); ok {
+		c = w.Conn
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var buf [1]byte
+	var n uintptr
+	var e syscall.Errno
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, e = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		return true
+	}); err != nil {
+		return true // closed here, or broken
+	}
+	switch e {
+	case 0:
+		return n == 0
+	case syscall.EAGAIN, syscall.EINTR:
+		return false
+	default:
+		return true // ECONNRESET and the like
+	}
+}
