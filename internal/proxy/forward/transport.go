@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+	"trellis.dev/trellis/internal/proxy/sockio"
 
 	"trellis.dev/trellis/internal/proxy/mesherr"
 )
@@ -37,10 +39,17 @@ func NewTransport(log *slog.Logger) *Transport {
 		log = slog.New(slog.DiscardHandler)
 	}
 	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return sockio.Wrap(c), nil // raw system calls: why in package sockio
+	}
 	base := func(p *http.Protocols) *http.Transport {
 		return &http.Transport{
 			Proxy:               nil, // never the environment's proxy: we are the proxy
-			DialContext:         dialer.DialContext,
+			DialContext:         dial,
 			MaxIdleConnsPerHost: maxIdleConnsPerHost,
 			IdleConnTimeout:     idleConnTimeout,
 			// A proxy passes bodies through as they are: no transparent gzip.

@@ -227,7 +227,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 // conn is one client connection and what its requests reuse.
 type conn struct {
 	s      *Server
-	rwc    net.Conn
+	rwc    net.Conn // the accepted connection
+	rw     net.Conn // rwc read and written with raw system calls (sockio)
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string // RemoteAddr, formatted once
@@ -253,7 +254,7 @@ func (s *Server) newConn(rwc net.Conn) *conn {
 	br.Reset(rw)
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(rw)
-	return &conn{s: s, rwc: rwc, br: br, bw: bw, remote: rwc.RemoteAddr().String(),
+	return &conn{s: s, rwc: rwc, rw: rw, br: br, bw: bw, remote: rwc.RemoteAddr().String(),
 		reqHeader: http.Header{}, resHeader: http.Header{}}
 }
 
@@ -380,7 +381,7 @@ func (c *conn) handOff() bool {
 		return false
 	}
 	c.rwc.SetReadDeadline(time.Time{})
-	return c.s.handoff.push(&handedConn{Conn: c.rwc, r: c.br})
+	return c.s.handoff.push(&handedConn{Conn: c.rw, r: c.br})
 }
 
 // bodyReader reads a request body of known length from the connection's

@@ -142,6 +142,15 @@ func (c *Conn) write(fd uintptr) bool {
 	return true
 }
 
+// CloseWrite shuts down the writing side when the connection can (a TCP
+// connection): net/http uses it to close gracefully.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
 func (c *Conn) opError(op string, e syscall.Errno) error {
 	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: e}
 }
