@@ -202,8 +202,9 @@ func parseLength(v []byte) (int64, bool) {
 	return n, true
 }
 
-// hasToken reports whether the comma-separated list v holds token,
-// case-insensitively.
+// hasToken reports whether the comma-separated list v holds token, in any
+// ASCII case (token is lower case). Not bytes.EqualFold: it folds Unicode
+// too ("cloſe" would be close), and net/http does not.
 func hasToken(v []byte, token string) bool {
 	for len(v) > 0 {
 		var t []byte
@@ -212,11 +213,28 @@ func hasToken(v []byte, token string) bool {
 		} else {
 			t, v = v, nil
 		}
-		if bytes.EqualFold(bytes.Trim(t, " \t"), []byte(token)) {
+		if equalASCIIFold(bytes.Trim(t, " \t"), token) {
 			return true
 		}
 	}
 	return false
+}
+
+// equalASCIIFold reports whether b is lower, ignoring the case of ASCII
+// letters only.
+func equalASCIIFold(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // plainHost: a host name or IP literal with an optional port, as the

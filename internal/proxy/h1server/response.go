@@ -20,7 +20,7 @@ const bufferBeforeChunking = 2048
 type framing int
 
 const (
-	undecided framing = iota // head held back, body buffered in small
+	undecided framing = iota // head held back, body buffered in small (for HEAD, counted)
 	noBody                   // HEAD, 1xx, 204, 304
 	fixed                    // Content-Length
 	chunked                  // Transfer-Encoding: chunked
@@ -35,11 +35,19 @@ type response struct {
 
 	status      int
 	wroteHeader bool
+	head        bool // a HEAD request: body writes are counted, not sent
 	framing     framing
 	length      int64 // Content-Length when fixed
 	written     int64 // body bytes written
 	small       []byte
-	trailers    []string // names announced in Trailer when the head was written
+	// fields are the handler's header fields as they were at WriteHeader,
+	// ready to write: as with net/http, changing the header map after
+	// WriteHeader changes nothing but trailers, even while the head is
+	// held back.
+	fields      []byte
+	hasDate     bool     // the handler set Date (or asked for none)
+	hasTrailers bool     // the handler announced trailers at WriteHeader
+	trailers    []string // names announced in Trailer at WriteHeader
 	closeAfter  bool     // answer with Connection: close and close the connection
 	failed      error    // a write to the client failed
 }
@@ -49,8 +57,9 @@ var errBodyNotAllowed = http.ErrBodyNotAllowed
 func (w *response) Header() http.Header { return w.hdr }
 
 // WriteHeader writes an informational response at once, or records the
-// final status; the final head goes out with the first Flush, with the
-// body when it has a Content-Length, or when the handler returns.
+// final status and header; the final head goes out with the first Flush,
+// with the body when it has a Content-Length, or when the body or the
+// handler's return decides its framing.
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader {
 		return
@@ -59,114 +68,196 @@ func (w *response) WriteHeader(code int) {
 		panic("invalid WriteHeader code " + strconv.Itoa(code))
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {
-		w.writeHead(code, false)
+		// The fields set so far go with it, and stay (RFC 8297).
+		w.fields = w.appendFields(w.fields[:0], code)
+		w.writeStatusLine(code)
+		w.c.bw.Write(w.fields)
+		w.c.bw.WriteString("\r\n")
 		w.flush()
 		return
 	}
 	w.wroteHeader = true
 	w.status = code
+	w.head = w.req.Method == http.MethodHead
+	if hasCloseToken(w.hdr["Connection"]) {
+		w.closeAfter = true // as net/http: the handler asks to close
+	}
+	w.length = -1
+	if v, ok := w.hdr["Content-Length"]; ok {
+		if n, ok := parseResponseLength(v); ok {
+			w.length = n
+		} else {
+			delete(w.hdr, "Content-Length") // as net/http: an invalid one is dropped
+		}
+	}
+	_, w.hasDate = w.hdr["Date"]
+	for _, v := range w.hdr["Trailer"] {
+		w.hasTrailers = true
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				w.trailers = append(w.trailers, http.CanonicalHeaderKey(t))
+			}
+		}
+	}
+	w.fields = w.appendFields(w.fields[:0], code) // sets hasTrailers for prefixed keys
 	switch {
-	case w.req.Method == http.MethodHead || code == http.StatusNoContent ||
-		code == http.StatusNotModified || code < 200:
+	case !bodyAllowedForStatus(code):
 		w.framing = noBody
-	case w.hasLength():
+	case w.length >= 0:
 		w.framing = fixed
 	default:
 		w.framing = undecided
 		return
 	}
-	w.commit()
+	w.commit(-1)
 }
 
-// hasLength reads a valid Content-Length from the handler's header.
-func (w *response) hasLength() bool {
-	v := w.hdr["Content-Length"]
-	if len(v) != 1 {
-		return false
-	}
-	n, ok := parseLength([]byte(v[0]))
-	if !ok {
-		return false
-	}
-	w.length = n
-	return true
+// bodyAllowedForStatus: 1xx, 204 and 304 answers have no body.
+func bodyAllowedForStatus(code int) bool {
+	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
 }
 
-// commit writes the final head with the framing decided.
-func (w *response) commit() {
-	if w.framing == undecided {
-		w.framing = chunked
+// parseResponseLength reads the handler's Content-Length: one value of
+// digits only (any size: a response, unlike a request here, can be large).
+func parseResponseLength(v []string) (int64, bool) {
+	if len(v) != 1 || v[0] == "" {
+		return 0, false
 	}
-	if w.framing == chunked {
-		// Names announced now may carry trailers at the end.
-		for _, v := range w.hdr["Trailer"] {
-			for t := range strings.SplitSeq(v, ",") {
-				if t = strings.TrimSpace(t); t != "" {
-					w.trailers = append(w.trailers, http.CanonicalHeaderKey(t))
-				}
-			}
+	for i := 0; i < len(v[0]); i++ {
+		if c := v[0][i]; c < '0' || c > '9' {
+			return 0, false
 		}
 	}
-	w.writeHead(w.status, true)
+	n, err := strconv.ParseInt(v[0], 10, 64)
+	return n, err == nil
 }
 
-// writeHead writes a status line and the handler's header fields, with the
-// framing ones of this server when final.
-func (w *response) writeHead(code int, final bool) {
+func hasCloseToken(vs []string) bool {
+	for _, v := range vs {
+		if hasToken([]byte(v), "close") {
+			return true
+		}
+	}
+	return false
+}
+
+// commit writes the final head to the connection's buffer, with the
+// framing decided (an undecided one becomes chunked) and, when length is
+// not negative, a Content-Length of this server.
+func (w *response) commit(length int64) {
+	if w.framing == undecided {
+		if w.head {
+			w.framing = noBody
+		} else {
+			w.framing = chunked
+		}
+	}
+	if w.c.s.closing.Load() {
+		// Shutdown started while the handler ran: this is the last answer.
+		w.closeAfter = true
+	}
+	bw := w.c.bw
+	w.writeStatusLine(w.status)
+	bw.Write(w.fields)
+	if length >= 0 {
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), length, 10))
+		bw.WriteString("\r\n")
+	}
+	if !w.hasDate {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	if w.framing == chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if w.closeAfter {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+func (w *response) writeStatusLine(code int) {
 	bw := w.c.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 	bw.WriteByte(' ')
 	bw.WriteString(http.StatusText(code))
 	bw.WriteString("\r\n")
+}
+
+// appendFields appends the handler's header fields for a head of status
+// code, without the framing ones (this server's), the trailers-to-be, the
+// invalid names, and what net/http leaves out of a 1xx, 204 or 304 head.
+// It notes whether there were prefixed trailers.
+func (w *response) appendFields(b []byte, code int) []byte {
 	for k, vs := range w.hdr {
-		if !final && k == "Content-Length" || k == "Transfer-Encoding" || k == "Connection" ||
-			strings.HasPrefix(k, http.TrailerPrefix) || !validKey(k) {
+		switch {
+		case k == "Transfer-Encoding" || k == "Connection":
 			continue
-		}
-		if final && w.framing == chunked && k == "Content-Length" {
+		case strings.HasPrefix(k, http.TrailerPrefix):
+			if code >= 200 {
+				w.hasTrailers = true
+			}
+			continue
+		case k == "Content-Length" && (code < 200 || code == http.StatusNoContent || code == http.StatusNotModified),
+			k == "Content-Type" && code == http.StatusNotModified,
+			!validKey(k):
 			continue
 		}
 		for _, v := range vs {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			writeValue(bw, v)
-			bw.WriteString("\r\n")
+			b = appendField(b, k, v)
 		}
 	}
-	if final {
-		if _, ok := w.hdr["Date"]; !ok {
-			bw.WriteString("Date: ")
-			bw.WriteString(httpDate())
-			bw.WriteString("\r\n")
-		}
-		if w.framing == chunked {
-			bw.WriteString("Transfer-Encoding: chunked\r\n")
-		}
-		if w.closeAfter {
-			bw.WriteString("Connection: close\r\n")
+	return b
+}
+
+// appendField appends "k: v" with CR and LF in v turned into spaces, as
+// net/http does, so that no value can split the head.
+func appendField(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, ": "...)
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' {
+			b = append(b, ' ')
+		} else {
+			b = append(b, c)
 		}
 	}
-	bw.WriteString("\r\n")
+	return append(b, "\r\n"...)
 }
 
 func (w *response) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if !bodyAllowedForStatus(w.status) {
+		return 0, errBodyNotAllowed
+	}
 	if w.failed != nil {
 		return 0, w.failed
 	}
+	if w.head {
+		// As net/http: what a handler writes for HEAD is counted, for the
+		// Content-Length, and dropped.
+		if w.framing == fixed && w.written+int64(len(p)) > w.length {
+			return 0, http.ErrContentLength
+		}
+		w.written += int64(len(p))
+		if w.framing == undecided && w.written > bufferBeforeChunking {
+			w.commit(-1)
+		}
+		return len(p), nil
+	}
 	switch w.framing {
-	case noBody:
-		return 0, errBodyNotAllowed
 	case undecided:
 		if len(w.small)+len(p) <= bufferBeforeChunking {
 			w.small = append(w.small, p...)
 			w.written += int64(len(p))
 			return len(p), nil
 		}
-		w.commit()
+		w.commit(-1)
 		if err := w.writeChunk(w.small); err != nil {
 			return 0, err
 		}
@@ -208,7 +299,7 @@ func (w *response) FlushError() error {
 		w.WriteHeader(http.StatusOK)
 	}
 	if w.framing == undecided {
-		w.commit()
+		w.commit(-1)
 		if err := w.writeChunk(w.small); err != nil {
 			return err
 		}
@@ -244,35 +335,57 @@ func (w *response) finish() bool {
 	}
 	switch w.framing {
 	case undecided:
-		w.framing = fixed
-		w.length = int64(len(w.small))
-		w.hdr["Content-Length"] = []string{strconv.Itoa(len(w.small))}
-		w.writeHead(w.status, true)
-		w.c.bw.Write(w.small)
+		switch {
+		case w.head:
+			// As net/http: the length of what the handler wrote, if any.
+			length := int64(-1)
+			if w.written > 0 && !w.hasTrailers {
+				length = w.written
+			}
+			w.commit(length)
+		case w.hasTrailers:
+			// As net/http: trailers announced make even a short body
+			// chunked, so that they can follow it.
+			w.commit(-1)
+			w.writeChunk(w.small)
+			w.endChunks()
+		default:
+			w.framing = fixed
+			w.length = int64(len(w.small))
+			w.commit(w.length)
+			w.c.bw.Write(w.small)
+		}
 	case fixed:
-		if w.written != w.length {
+		if !w.head && w.written != w.length {
 			// The client waits for bytes that will not come: only closing
 			// tells it (net/http does the same).
 			w.closeAfter = true
 		}
 	case chunked:
-		bw := w.c.bw
-		bw.WriteString("0\r\n")
-		for _, k := range w.trailers {
-			for _, v := range w.hdr[k] {
-				writeTrailer(bw, k, v)
-			}
-		}
-		for k, vs := range w.hdr {
-			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-				for _, v := range vs {
-					writeTrailer(bw, http.CanonicalHeaderKey(name), v)
-				}
-			}
-		}
-		bw.WriteString("\r\n")
+		w.endChunks()
 	}
 	return w.failed == nil && !w.closeAfter
+}
+
+// endChunks writes the last chunk and the trailers: the names announced
+// at WriteHeader, and the keys with http.TrailerPrefix, with the values
+// they have now.
+func (w *response) endChunks() {
+	bw := w.c.bw
+	bw.WriteString("0\r\n")
+	for _, k := range w.trailers {
+		for _, v := range w.hdr[k] {
+			writeTrailer(bw, k, v)
+		}
+	}
+	for k, vs := range w.hdr {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			for _, v := range vs {
+				writeTrailer(bw, http.CanonicalHeaderKey(name), v)
+			}
+		}
+	}
+	bw.WriteString("\r\n")
 }
 
 // ClientGone reports whether the client has closed its connection (the
@@ -284,10 +397,7 @@ func writeTrailer(bw *bufio.Writer, k, v string) {
 	if !validKey(k) {
 		return
 	}
-	bw.WriteString(k)
-	bw.WriteString(": ")
-	writeValue(bw, v)
-	bw.WriteString("\r\n")
+	bw.Write(appendField(bw.AvailableBuffer(), k, v))
 }
 
 // validKey: a field name that can be written as is.
@@ -301,15 +411,6 @@ func validKey(k string) bool {
 		}
 	}
 	return true
-}
-
-// writeValue writes v with CR and LF turned into spaces, as net/http does,
-// so that no value can split the response.
-func writeValue(bw *bufio.Writer, v string) {
-	if strings.ContainsAny(v, "\r\n") {
-		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-	}
-	bw.WriteString(v)
 }
 
 // httpDate is the Date field value, formatted once a second.

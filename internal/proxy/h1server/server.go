@@ -26,13 +26,15 @@
 // What a handler gets: an *http.Request as net/http would have built it
 // (its Context is context.Background: nothing watches the client while
 // the handler runs; a client that went away is noticed when the answer is
-// written), and a ResponseWriter that sends 1xx at once, holds the final
-// head until the first flush or body write, frames the body by its
-// Content-Length or else chunked (a short body without a length gets one,
-// as net/http does), adds Date, sends trailers after a chunked body,
-// flushes when the handler returns unless another pipelined request is
-// already buffered, and does not sniff a Content-Type (a proxy passes the
-// instance's headers as they are).
+// written), and a ResponseWriter that sends 1xx at once, takes the header
+// as it is at WriteHeader (later changes count only for trailers, as with
+// net/http), holds the final head until the framing is known, frames the
+// body by its Content-Length or else chunked (a short body without a
+// length or announced trailers gets a length, as net/http does; for HEAD
+// the body is counted and dropped), adds Date, sends trailers after a
+// chunked body, flushes when the handler returns unless another pipelined
+// request is already buffered, and does not sniff a Content-Type (a proxy
+// passes the instance's headers as they are).
 package h1server
 
 import (
@@ -91,6 +93,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.untrack(ln)
+	defer ln.Close()
 	var delay time.Duration
 	for {
 		rw, err := ln.Accept()
@@ -98,9 +101,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// As net/http: back off on temporary accept errors (EMFILE…).
+			// As net/http: back off on temporary accept errors. EMFILE and
+			// ENFILE are temporary, not timeouts: testing Timeout() would
+			// stop serving for good when the process runs out of file
+			// descriptors for a moment.
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue
@@ -306,7 +312,8 @@ func (c *conn) serve() {
 
 // readHead waits until the buffer holds a whole request head and returns
 // it (still buffered: the caller discards it). A head that does not fit
-// the buffer returns nil, nil: it goes to net/http.
+// the buffer, or that parseHead will refuse whatever follows, returns nil,
+// nil: it goes to net/http at once.
 func (c *conn) readHead() ([]byte, error) {
 	for {
 		n := c.br.Buffered()
@@ -314,7 +321,7 @@ func (c *conn) readHead() ([]byte, error) {
 		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
 			return buf[:i+4], nil
 		}
-		if n == c.br.Size() {
+		if n == c.br.Size() || !mayBeServed(buf) {
 			return nil, nil
 		}
 		if _, err := c.br.Peek(n + 1); err != nil {
@@ -326,6 +333,25 @@ func (c *conn) readHead() ([]byte, error) {
 	}
 }
 
+// mayBeServed reports whether buf, the start of a head whose end has not
+// come yet, may still be one parseHead serves. When not, waiting for a
+// CRLF CRLF could wait forever: a head with bare LF line ends is whole for
+// net/http at its LF LF, and net/http answers a bad request line (HTTP/0.9,
+// garbage) as soon as it has read it.
+func mayBeServed(buf []byte) bool {
+	for i, b := range buf {
+		if b == '\n' && (i == 0 || buf[i-1] != '\r') {
+			return false
+		}
+	}
+	if i := bytes.Index(buf, []byte("\r\n")); i >= 0 {
+		if _, _, ok := parseRequestLine(buf[:i]); !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // serveRequest runs the handler for r and ends its response; it reports
 // whether the connection goes on.
 func (c *conn) serveRequest(r *http.Request) bool {
@@ -334,9 +360,12 @@ func (c *conn) serveRequest(r *http.Request) bool {
 		r.Body = &c.body
 	}
 	w := &c.res
-	*w = response{c: c, req: r, hdr: c.resHeader, small: w.small[:0], trailers: w.trailers[:0],
-		closeAfter: r.Close || c.s.closing.Load()}
+	*w = response{c: c, req: r, hdr: c.resHeader, small: w.small[:0], fields: w.fields[:0],
+		trailers: w.trailers[:0], closeAfter: r.Close}
 	if !c.runHandler(w, r) {
+		// Send what is buffered before closing, as net/http does: the
+		// answers to the pipelined requests before this one are whole.
+		c.bw.Flush()
 		return false
 	}
 	keep := w.finish()
@@ -416,6 +445,17 @@ type handedConn struct {
 }
 
 func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite lets net/http half-close the connection before closing it
+// (after a 431, or an answer leaving a large body unread), as it does with
+// the *net.TCPConn it accepts itself: without it, the close that follows
+// its wait can reset the connection under the answer.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
 
 // handoffListener is the fallback server's listener: Accept returns the
 // connections handed off.

@@ -160,6 +160,12 @@ func (c *Conn) opError(op string, e syscall.Errno) error {
 // it: a recv(MSG_PEEK|MSG_DONTWAIT) that finds the end of the stream.
 // Bytes waiting to be read (a pipelined request) mean it is still there.
 // A connection that is not a socket reports false.
+//
+// The peek goes through RawConn.Control, not RawConn.Read: Read would
+// fail at once when c's read deadline has passed (a handler running longer
+// than the idle timeout set before its request was read), reporting a
+// client that is still there as gone, and would wait for a Read in
+// progress on another goroutine.
 func PeerClosed(c net.Conn) bool {
 	if w, ok := c.(*Conn); ok {
 		c = w.Conn
@@ -175,17 +181,21 @@ func PeerClosed(c net.Conn) bool {
 	var buf [1]byte
 	var n uintptr
 	var e syscall.Errno
-	if err := rc.Read(func(fd uintptr) bool {
-		n, _, e = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		return true
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			n, _, e = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1,
+				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+			if e != syscall.EINTR {
+				return
+			}
+		}
 	}); err != nil {
-		return true // closed here, or broken
+		return true // closed here
 	}
 	switch e {
 	case 0:
 		return n == 0
-	case syscall.EAGAIN, syscall.EINTR:
+	case syscall.EAGAIN:
 		return false
 	default:
 		return true // ECONNRESET and the like
