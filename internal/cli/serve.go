@@ -121,7 +121,8 @@ func serveProxy(cmd *cobra.Command, cfg proxy.Config) error {
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
 	cfg.Logger = logger(cmd)
-	proxy.SetRuntimeDefaults() // GC tuned for a proxy (docs/performance.md)
+	proxy.SetRuntimeDefaults()               // GC tuned for a proxy (docs/performance.md)
+	proxy.ReleaseExecutablePages(cfg.Logger) // idle memory (docs/performance.md)
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -46,5 +47,57 @@ func TestSetSnapshotReleasesMemory(t *testing.T) {
 	case <-scheduled:
 	default:
 		t.Fatal("no release scheduled")
+	}
+}
+
+// The binary's pages are released again after a collection that follows a
+// quiet minute (the runtime's forced one, in an idle proxy), not after the
+// collections of a busy one.
+func TestQuietCollections(t *testing.T) {
+	var q quietCollections
+	t0 := time.Unix(1000, 0)
+	for i, step := range []struct {
+		at   time.Duration
+		want bool
+	}{
+		{0, false},                 // the first collection seen: nothing to compare with
+		{2 * time.Second, false},   // busy
+		{5 * time.Second, false},   // busy
+		{125 * time.Second, true},  // two quiet minutes, then the forced collection
+		{145 * time.Second, false}, // 20 s after the last one
+		{215 * time.Second, true},  // 70 s after
+	} {
+		if got := q.observe(t0.Add(step.at)); got != step.want {
+			t.Errorf("step %d (collection at %v): release %v, want %v", i, step.at, got, step.want)
+		}
+	}
+}
+
+// afterCollections calls back after every collection until told to stop.
+func TestAfterCollections(t *testing.T) {
+	calls := make(chan int, 1)
+	n := 0
+	afterCollections(func() bool {
+		n++
+		calls <- n
+		return n < 3
+	})
+	for want := 1; want <= 3; want++ {
+		runtime.GC()
+		select {
+		case got := <-calls:
+			if got != want {
+				t.Fatalf("call %d, want %d", got, want)
+			}
+		case <-time.After(time.Minute): // a guard against hanging, not a measure
+			t.Fatalf("no call %d after a collection", want)
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	select {
+	case got := <-calls:
+		t.Fatalf("call %d after f returned false", got)
+	default:
 	}
 }

@@ -50,7 +50,8 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 30 * time.Second
 	}
-	proxy.SetRuntimeDefaults() // GC tuned for a proxy (docs/performance.md)
+	proxy.SetRuntimeDefaults()               // GC tuned for a proxy (docs/performance.md)
+	proxy.ReleaseExecutablePages(cfg.Logger) // idle memory (docs/performance.md)
 	p, err := proxy.New(proxy.Config{
 		Role:         meshxds.RoleSidecar,
 		Service:      cfg.Service,

@@ -11,6 +11,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"trellis.dev/trellis/internal/proxy/model"
 )
 
 // typeURLs are the types the client subscribes to, in the order requests
@@ -76,6 +78,7 @@ func resourceName(m proto.Message) string {
 // resource is used.
 func decode(resp *discoveryv3.DiscoveryResponse) (map[string]*entry, error) {
 	out := make(map[string]*entry, len(resp.GetResources()))
+	strs := interner{}
 	for i, a := range resp.GetResources() {
 		a, err := unwrap(a)
 		if err != nil {
@@ -95,9 +98,34 @@ func decode(resp *discoveryv3.DiscoveryResponse) (map[string]*entry, error) {
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("resources[%d]: duplicate resource %q", i, name)
 		}
-		out[name] = convert(m, a.GetValue())
+		e := convert(m, a.GetValue())
+		strs.endpoints(e.endpoints)
+		out[name] = e
 	}
 	return out, nil
+}
+
+// interner makes equal strings one: an endpoint is in its service's
+// cluster and in its version's, and every endpoint of a version carries the
+// version and its zone; decoded, each is a small string of its own, kept
+// among the decoding's garbage.
+type interner map[string]string
+
+func (in interner) str(s string) string {
+	if v, ok := in[s]; ok {
+		return v
+	}
+	in[s] = s
+	return s
+}
+
+// endpoints interns the strings of eps, which are not shared yet.
+func (in interner) endpoints(eps []model.Endpoint) {
+	for i := range eps {
+		ep := &eps[i]
+		ep.Address, ep.Zone = in.str(ep.Address), in.str(ep.Zone)
+		ep.Version, ep.Instance = in.str(ep.Version), in.str(ep.Instance)
+	}
 }
 
 var typeResource = "type.googleapis.com/" + string(proto.MessageName(&discoveryv3.Resource{}))

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -164,6 +165,27 @@ func TestDecode(t *testing.T) {
 				t.Errorf("names %v, want %v", names, tt.want)
 			}
 		})
+	}
+}
+
+// The endpoints of one response share their strings: an instance is in its
+// service's load assignment and in its version's.
+func TestDecodeSharesEndpointStrings(t *testing.T) {
+	ep := modeltest.Endpoint("10.0.0.1", 9080, "v1", "reviews-v1-0", corev3.HealthStatus_HEALTHY)
+	all, _ := anypb.New(modeltest.Load("reviews", "zone-a", ep))
+	v1, _ := anypb.New(modeltest.Load("reviews|v1", "zone-a", ep))
+	got, err := decode(&discoveryv3.DiscoveryResponse{TypeUrl: resource.EndpointType, Resources: []*anypb.Any{all, v1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := got["reviews"].endpoints[0], got["reviews|v1"].endpoints[0]
+	if a != b {
+		t.Fatalf("endpoints differ: %+v, %+v", a, b)
+	}
+	for _, s := range [][2]string{{a.Address, b.Address}, {a.Zone, b.Zone}, {a.Version, b.Version}, {a.Instance, b.Instance}} {
+		if unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
+			t.Errorf("%q is two strings", s[0])
+		}
 	}
 }
 

@@ -265,7 +265,7 @@ func mustAny(m proto.Message) *anypb.Any {
 // versions v1…vN with instances each, zones zone-a/zone-b, every endpoint
 // HEALTHY with its version and instance labels. The memory benchmarks use
 // it (n = 1,000, 2 versions, 2 instances: BenchmarkBuildScale and
-// BenchmarkIdleSidecarRSS).
+// BenchmarkSidecarProcess).
 func Scale(n, versions, instances int) *Resources {
 	r := &Resources{
 		Listeners: []*listenerv3.Listener{
