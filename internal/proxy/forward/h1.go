@@ -59,13 +59,14 @@ func fastPath(r *http.Request) bool {
 		r.ContentLength >= 0 && r.ContentLength <= maxFastBody &&
 		len(r.Trailer) == 0 &&
 		r.Header["Expect"] == nil && r.Header["Upgrade"] == nil &&
-		plainHost(r.Host)
+		PlainHost(r.Host)
 }
 
-// plainHost: a host name or IP literal with an optional port. Anything
+// PlainHost: a host name or IP literal with an optional port (h1server
+// serves only such Hosts itself, so that its requests take this path). Anything
 // else (empty, IDN, IPv6 zone…) is left to http.Transport, which converts
 // or rejects it.
-func plainHost(h string) bool {
+func PlainHost(h string) bool {
 	if h == "" {
 		return false
 	}

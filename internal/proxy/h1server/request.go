@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"trellis.dev/trellis/internal/proxy/forward"
 )
 
 // maxBody is the largest request body this server takes; a request with a
@@ -102,7 +103,7 @@ func parseHead(head []byte, remoteAddr string, hdr http.Header) (*http.Request, 
 		// net/http, the target's host wins over the Host field.
 		r.Host = u.Host
 	}
-	if !plainHost(r.Host) {
+	if !forward.PlainHost(r.Host) { // what the forwarder's fast path takes
 		return nil, handOff
 	}
 	return r, serve
@@ -231,24 +232,6 @@ func equalASCIIFold(b []byte, lower string) bool {
 			c += 'a' - 'A'
 		}
 		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// plainHost: a host name or IP literal with an optional port, as the
-// forwarder's fast path wants it. Anything else (empty, IDN, an IPv6
-// zone…) goes to net/http, which converts or rejects it.
-func plainHost(h string) bool {
-	if h == "" {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		switch c := h[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_':
-		default:
 			return false
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"trellis.dev/trellis/internal/proxy/forward"
 )
 
 const testRemote = "192.0.2.7:40123"
@@ -413,7 +414,7 @@ func checkStrict(t *testing.T, in []byte, r *http.Request) {
 			t.Fatalf("served %q with %s in the header", in, k)
 		}
 	}
-	if r.ContentLength < 0 || r.ContentLength > maxBody || r.Host == "" || !plainHost(r.Host) {
+	if r.ContentLength < 0 || r.ContentLength > maxBody || r.Host == "" || !forward.PlainHost(r.Host) {
 		t.Fatalf("served %q: length %d host %q", in, r.ContentLength, r.Host)
 	}
 	if !strings.HasPrefix(string(in), r.Method+" "+r.RequestURI+" HTTP/1.1\r\n") {
