@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type proxy struct {
 	mu       sync.Mutex
 	versions map[string]string // type URL → last ACKed version
 	initial  map[string]size   // type URL → size of its first response
+	last     map[string]size   // type URL → size of its latest response
 	err      error
 	weights  map[string]string // verify: service → "v1=90,v2=10"
 	eps      map[string]int    // verify: cluster → endpoints
@@ -77,7 +79,7 @@ func startProxy(conn *grpc.ClientConn, idx int, verify bool, rec *recorder) (*pr
 	p := &proxy{
 		idx: idx, stream: stream, cancel: cancel, rec: rec, verify: verify,
 		nonces: map[string]string{}, synced: make(chan struct{}),
-		versions: map[string]string{}, initial: map[string]size{},
+		versions: map[string]string{}, initial: map[string]size{}, last: map[string]size{},
 		weights: map[string]string{}, eps: map[string]int{},
 	}
 	// As the proxy does: the wildcard types first, the node on the first
@@ -135,12 +137,23 @@ func (p *proxy) handle(resp *rawResponse) error {
 	if _, seen := p.initial[t]; !seen {
 		p.initial[t] = size{resources: resp.resourceBytes, message: resp.size}
 	}
+	p.last[t] = size{resources: resp.resourceBytes, message: resp.size}
 	p.versions[t] = version
 	all := len(p.versions) == len(types)
 	p.mu.Unlock()
 
+	// An ACK of EDS or RDS names the resources again, as every SotW request
+	// of those types must (xdsclient does): a request without names
+	// unsubscribes from all of them.
+	ack := &discovery.DiscoveryRequest{TypeUrl: t, VersionInfo: version, ResponseNonce: resp.nonce}
+	switch t {
+	case resource.EndpointType:
+		ack.ResourceNames = p.edsNames
+	case resource.RouteType:
+		ack.ResourceNames = []string{meshxds.RouteConfigMesh}
+	}
 	at := time.Now()
-	if err := p.stream.SendMsg(&discovery.DiscoveryRequest{TypeUrl: t, VersionInfo: version, ResponseNonce: resp.nonce}); err != nil {
+	if err := p.stream.SendMsg(ack); err != nil {
 		return fmt.Errorf("ACK: %w", err)
 	}
 	p.rec.onAck(p.idx, t, version, at)
@@ -196,9 +209,14 @@ func (p *proxy) decode(resp *discovery.DiscoveryResponse) error {
 				weights[vh.GetName()] = strings.Join(parts, ",")
 			}
 		}
-		p.mu.Lock()
-		p.weights = weights
-		p.mu.Unlock()
+		// An RDS response carries the route config only when it changed
+		// (internal/xdsserver: EDS and RDS responses carry what changed);
+		// the mesh has one, "mesh", so a response with it is all of it.
+		if len(resp.GetResources()) > 0 {
+			p.mu.Lock()
+			p.weights = weights
+			p.mu.Unlock()
+		}
 	case resource.EndpointType:
 		eps := map[string]int{}
 		for _, a := range resp.GetResources() {
@@ -212,8 +230,9 @@ func (p *proxy) decode(resp *discovery.DiscoveryResponse) error {
 			}
 			eps[cla.GetClusterName()] = n
 		}
+		// What changed, merged into what the proxy has, as a proxy does.
 		p.mu.Lock()
-		p.eps = eps
+		maps.Copy(p.eps, eps)
 		p.mu.Unlock()
 	}
 	return nil
@@ -229,6 +248,13 @@ func (p *proxy) failure() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.err
+}
+
+// lastSize is the size of the latest response of type t.
+func (p *proxy) lastSize(t string) size {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last[t]
 }
 
 func (p *proxy) initialSize() size {

@@ -46,16 +46,17 @@ func report(cfg *config, results []result, elapsed time.Duration) string {
 			fmtFloat(r.CPURoute.Seconds(), 3), fmtFloat(r.CPUEndpoint.Seconds(), 3), fmtFloat(r.IdleCPU, 3), r.LeasesLost, fmtFloat(r.OtherCPU, 2))
 	}
 
-	p("\nFull initial config one proxy receives (identical for every proxy):\n\n")
-	p("| services | clusters | resources (KiB) | on the wire (KiB) |\n|---:|---:|---:|---:|\n")
+	p("\nFull initial config one proxy receives (identical for every proxy), and the EDS response an endpoint change sends it:\n\n")
+	p("| services | clusters | resources (KiB) | on the wire (KiB) | endpoint change on the wire (KiB) |\n|---:|---:|---:|---:|---:|\n")
 	seen := map[int]bool{}
 	for _, r := range results {
 		if seen[r.Services] || r.Config.message == 0 {
 			continue
 		}
 		seen[r.Services] = true
-		p("| %d | %d | %s | %s |\n", r.Services, r.Services*(1+len(versions)),
-			fmtFloat(float64(r.Config.resources)/1024, 1), fmtFloat(float64(r.Config.message)/1024, 1))
+		p("| %d | %d | %s | %s | %s |\n", r.Services, r.Services*(1+len(versions)),
+			fmtFloat(float64(r.Config.resources)/1024, 1), fmtFloat(float64(r.Config.message)/1024, 1),
+			fmtFloat(float64(r.EndpointPush.message)/1024, 1))
 	}
 
 	p(`

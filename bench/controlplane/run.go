@@ -34,7 +34,8 @@ type result struct {
 	CPURoute         time.Duration // per route push, net of idle
 	CPUEndpoint      time.Duration // per endpoint push, net of idle
 
-	Config size // full initial config of one proxy
+	Config       size // full initial config of one proxy
+	EndpointPush size // the EDS response of the last endpoint change, to proxy 0
 
 	// OtherCPU is the CPU (in cores) that neither the control plane nor
 	// the benchmark used while this point ran: other processes on the
@@ -255,6 +256,9 @@ func (m *meshRun) measure(ctx context.Context, n, instances int) (res result, er
 		}
 		epLast = append(epLast, last)
 		cpuEP += cpu
+	}
+	if m.cfg.endpointChanges > 0 {
+		res.EndpointPush = proxies[0].lastSize(resource.EndpointType)
 	}
 	if extra != nil {
 		extra.close()

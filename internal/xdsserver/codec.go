@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // responseCodec is the xDS server's gRPC codec: gRPC's proto codec, except
@@ -72,11 +71,11 @@ func (c responseCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(head), mem.SliceBuffer(resources), mem.SliceBuffer(tail)}, nil
 }
 
-// sharedEncoding ties a shared resource list to its encoding as field 2 of
-// a DiscoveryResponse.
+// sharedEncoding is a shared resource list's encoding as field 2 of a
+// DiscoveryResponse; published.encodings finds it by the list's first
+// element's address.
 type sharedEncoding struct {
-	first   **anypb.Any // &resources[0]: identifies the list
-	n       int
+	n       int // the list's length: a shorter list at the same address is another one
 	encoded []byte
 }
 
@@ -107,10 +106,8 @@ func (r *recentShared) lookup(resp *discovery.DiscoveryResponse) []byte {
 		if pub == nil {
 			continue
 		}
-		for i := range pub.types {
-			if e := pub.types[i].enc.Load(); e != nil && e.n == len(rs) && e.first == &rs[0] {
-				return e.encoded
-			}
+		if e, ok := pub.encodings.Load(&rs[0]); ok && e.(*sharedEncoding).n == len(rs) {
+			return e.(*sharedEncoding).encoded
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package xdsserver
 
 import (
 	"bytes"
+	"maps"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -9,6 +10,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"trellis.dev/trellis/internal/translate"
 )
@@ -43,34 +45,50 @@ func TestResponseCodecBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp := &sharedResponse{req: &cache.Request{TypeUrl: typ}, version: "7", shared: st}
-		for name, fill := range map[string]func(*discovery.DiscoveryResponse){
-			"as sent":  func(r *discovery.DiscoveryResponse) { r.Nonce = "42" },
-			"no nonce": func(*discovery.DiscoveryResponse) {},
-			"every field": func(r *discovery.DiscoveryResponse) {
-				r.Nonce, r.Canary, r.ControlPlane = "9", true, &core.ControlPlane{Identifier: "cp"}
-				r.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1))
-			},
-		} {
-			r, _ := resp.GetDiscoveryResponse()
-			fill(r)
-			if recent.lookup(r) == nil {
-				t.Fatalf("%s %s: shared resources not recognised", typ, name)
+		lists := map[string][]*anypb.Any{"full": st.resources}
+		if st.partial && len(st.names) > 2 {
+			// What a stream that lacks the first resource and holds
+			// another version of the second gets.
+			known := maps.Clone(st.returned)
+			delete(known, st.names[0])
+			known[st.names[1]] = "old"
+			diff, err := pub.changed(st, known)
+			if err != nil || len(diff) != 2 {
+				t.Fatalf("%s: diff of %d resources (%v), want 2", typ, len(diff), err)
 			}
-			data, err := codec.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := proto.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := data.Materialize(); !bytes.Equal(got, want) {
-				t.Errorf("%s %s: codec wrote %d bytes differing from proto.Marshal's %d", typ, name, len(got), len(want))
-			}
-			back := &discovery.DiscoveryResponse{}
-			if err := codec.Unmarshal(data, back); err != nil || !proto.Equal(back, r) {
-				t.Errorf("%s %s: does not decode to the response (%v)", typ, name, err)
+			lists["diff"] = diff
+		}
+		for list, rs := range lists {
+			resp := &sharedResponse{req: &cache.Request{TypeUrl: typ}, version: "7", shared: st, resources: rs}
+			for name, fill := range map[string]func(*discovery.DiscoveryResponse){
+				"as sent":  func(r *discovery.DiscoveryResponse) { r.Nonce = "42" },
+				"no nonce": func(*discovery.DiscoveryResponse) {},
+				"every field": func(r *discovery.DiscoveryResponse) {
+					r.Nonce, r.Canary, r.ControlPlane = "9", true, &core.ControlPlane{Identifier: "cp"}
+					r.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1))
+				},
+			} {
+				r, _ := resp.GetDiscoveryResponse()
+				fill(r)
+				name := list + ", " + name
+				if recent.lookup(r) == nil {
+					t.Fatalf("%s %s: shared resources not recognised", typ, name)
+				}
+				data, err := codec.Marshal(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := proto.Marshal(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := data.Materialize(); !bytes.Equal(got, want) {
+					t.Errorf("%s %s: codec wrote %d bytes differing from proto.Marshal's %d", typ, name, len(got), len(want))
+				}
+				back := &discovery.DiscoveryResponse{}
+				if err := codec.Unmarshal(data, back); err != nil || !proto.Equal(back, r) {
+					t.Errorf("%s %s: does not decode to the response (%v)", typ, name, err)
+				}
 			}
 		}
 	}
@@ -86,7 +104,7 @@ func TestResponseCodecFallsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale, _ := (&sharedResponse{req: &cache.Request{TypeUrl: allTypes[0]}, version: "7", shared: st}).GetDiscoveryResponse()
+	stale, _ := (&sharedResponse{req: &cache.Request{TypeUrl: allTypes[0]}, version: "7", shared: st, resources: st.resources}).GetDiscoveryResponse()
 	recent.add(publishedBench(t, 1))
 	if recent.lookup(stale) == nil {
 		t.Fatal("the previous snapshot's encoding was dropped at once")

@@ -138,7 +138,14 @@ func (c *sotwClient) loop() {
 		} else {
 			c.versions[typ] = resp.GetVersionInfo()
 			if c.onVersion == nil { // the benchmark skips decoding: it measures the server
-				c.names[typ] = resourceNames(resp.GetResources())
+				got := resourceNames(resp.GetResources())
+				if partialType(typ) {
+					// EDS and RDS responses carry what changed; the rest
+					// is kept (a proxy drops them when CDS or LDS stop
+					// naming them, which this client does not follow).
+					got = slices.Compact(slices.Sorted(slices.Values(append(got, c.names[typ]...))))
+				}
+				c.names[typ] = got
 			}
 			req.VersionInfo = resp.GetVersionInfo()
 		}

@@ -18,6 +18,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"trellis.dev/trellis/internal/translate"
 )
@@ -57,10 +59,17 @@ type world struct {
 	subs    map[string]*stream.Subscription
 	cancels map[string]func()
 	out     map[string]chan cache.Response // per node, as one ADS stream
+	// views are, per node and EDS/RDS type, the resources the node holds:
+	// the responses it got merged, as a proxy keeps them.
+	views map[string]map[string]string
+	// partial counts EDS/RDS responses that left out resources the node
+	// already held.
+	partial int
 }
 
 func newWorld(c snapshotCacheAPI) *world {
-	return &world{c: c, subs: map[string]*stream.Subscription{}, cancels: map[string]func(){}, out: map[string]chan cache.Response{}}
+	return &world{c: c, subs: map[string]*stream.Subscription{}, cancels: map[string]func(){},
+		out: map[string]chan cache.Response{}, views: map[string]map[string]string{}}
 }
 
 // request does what the SotW server does with a request: close the
@@ -96,11 +105,51 @@ func (w *world) drain(node string) []string {
 		case resp := <-w.out[node]:
 			typeURL := resp.GetRequest().GetTypeUrl()
 			w.subs[node+" "+typeURL].SetReturnedResources(resp.GetReturnedResources())
-			got = append(got, describe(resp))
+			if partialType(typeURL) {
+				got = append(got, w.apply(node, resp))
+			} else {
+				got = append(got, describe(resp))
+			}
 		default:
 			return got
 		}
 	}
+}
+
+// apply merges an EDS or RDS response into what node holds, keeps what
+// the response says the node has (the returned names), and describes the
+// result: what the node holds after it, not what was sent, since our cache
+// sends only what changed where the SnapshotCache sends everything.
+func (w *world) apply(node string, resp cache.Response) string {
+	dr, err := resp.GetDiscoveryResponse()
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	key := node + " " + dr.GetTypeUrl()
+	view := w.views[key]
+	if view == nil {
+		view = map[string]string{}
+	}
+	for _, a := range dr.GetResources() {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		view[cache.GetResourceName(m)] = string(a.GetValue())
+	}
+	returned := resp.GetReturnedResources()
+	if len(dr.GetResources()) < len(returned) {
+		w.partial++
+	}
+	maps.DeleteFunc(view, func(name, _ string) bool { _, ok := returned[name]; return !ok })
+	w.views[key] = view
+	keys := slices.Sorted(maps.Keys(view))
+	h := sha256.New()
+	for _, k := range keys {
+		h.Write([]byte(k + "\x00" + view[k] + "\x00"))
+	}
+	return fmt.Sprintf("%s v%s req=%q holds=%v/%x", dr.GetTypeUrl(), dr.GetVersionInfo(),
+		resp.GetRequest().GetVersionInfo(), keys, h.Sum(nil)[:6])
 }
 
 const respChanSize = int(cachetypes.UnknownType) // the SotW server's ADS channel size
@@ -127,8 +176,9 @@ func describe(resp cache.Response) string {
 }
 
 // The shared-response cache answers SotW watches exactly as
-// go-control-plane's SnapshotCache in ADS mode does: the same responses,
-// at the same moments, with the same subscription state, over random
+// go-control-plane's SnapshotCache in ADS mode does: the same responses
+// (for EDS and RDS: leaving the proxy holding the same resources), at the
+// same moments, with the same subscription state, over random
 // sequences of snapshots, requests (right, stale, incomplete and
 // superfluous names; ACKs and NACK-style version rewinds), cancellations
 // and clears.
@@ -165,7 +215,7 @@ func TestSotwCacheMatchesSnapshotCache(t *testing.T) {
 	}
 
 	nodes := []string{"a", "b", "c"}
-	compared, held := 0, 0
+	compared, held, partial := 0, 0, 0
 	for seed := range uint64(200) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		wr, wo := newWorld(ref), newWorld(ours)
@@ -217,6 +267,8 @@ func TestSotwCacheMatchesSnapshotCache(t *testing.T) {
 				errR, errO = wr.request(node, typeURL, version, ns), wo.request(node, typeURL, version, ns)
 			}
 			log = append(log, op)
+			partial += wo.partial
+			wo.partial = 0
 			if (errR == nil) != (errO == nil) {
 				t.Fatalf("seed %d step %d %s: errors differ: SnapshotCache %v, ours %v\n%s", seed, step, op, errR, errO, strings.Join(log, "\n"))
 			}
@@ -237,10 +289,11 @@ func TestSotwCacheMatchesSnapshotCache(t *testing.T) {
 			}
 		}
 	}
-	if compared < 2000 || held < 100 {
-		t.Errorf("only %d responses compared, %d incomplete requests: the sequences exercise too little", compared, held)
+	if compared < 2000 || held < 100 || partial < 100 {
+		t.Errorf("only %d responses compared, %d incomplete requests, %d partial EDS/RDS responses: the sequences exercise too little",
+			compared, held, partial)
 	}
-	t.Logf("%d responses compared, %d incomplete EDS requests", compared, held)
+	t.Logf("%d responses compared, %d incomplete EDS requests, %d partial EDS/RDS responses", compared, held, partial)
 }
 
 // Every node's response shares the marshalled resources; the returned
@@ -298,4 +351,113 @@ func TestPublishRefusesTTLs(t *testing.T) {
 	if _, err := publish(snap); err == nil {
 		t.Error("a snapshot with a TTL was published")
 	}
+}
+
+// EDS and RDS responses carry only the resources a stream does not hold in
+// their current content: all of them at first, after a NACK and on a new
+// stream; the changed ones after a push, one shared list for every node
+// that held the same; a newly named one alone.
+func TestSotwCacheSendsWhatChanged(t *testing.T) {
+	c := newSotwCache(cacheLogger{slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pubs := []*published{publishedBench(t, 0), publishedBench(t, 1)}
+	pubs[1].snap.Resources[cachetypes.Endpoint].Version = "8" // publishedBench numbers both 7
+	all := slices.Sorted(maps.Keys(pubs[0].snap.GetResourcesAndTTL(resource.EndpointType)))
+	var changed []string // the load assignments round 1 changed
+	for _, n := range all {
+		if pubs[0].snap.GetVersionMap(resource.EndpointType)[n] != pubs[1].snap.GetVersionMap(resource.EndpointType)[n] {
+			changed = append(changed, n)
+		}
+	}
+	if len(changed) == 0 || len(changed) == len(all) {
+		t.Fatalf("round 1 changed %d of %d load assignments; the test needs some", len(changed), len(all))
+	}
+
+	// One EDS subscription of one node's stream, as the SotW server keeps it.
+	type edsStream struct {
+		node string
+		sub  *stream.Subscription
+		out  chan cache.Response
+	}
+	open := func(node string) *edsStream {
+		sub := stream.NewSotwSubscription(nil, true)
+		return &edsStream{node: node, sub: &sub, out: make(chan cache.Response, 1)}
+	}
+	// receive returns the names of the resources in st's pending answer
+	// (nil if there is none), and the resource list itself.
+	receive := func(st *edsStream) ([]string, []*anypb.Any) {
+		t.Helper()
+		select {
+		case resp := <-st.out:
+			st.sub.SetReturnedResources(resp.GetReturnedResources())
+			dr, err := resp.GetDiscoveryResponse()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resourceNames(dr.GetResources()), dr.GetResources()
+		default:
+			return nil, nil
+		}
+	}
+	request := func(st *edsStream, version string, names []string, nack bool) {
+		t.Helper()
+		st.sub.SetResourceSubscription(names)
+		req := &cache.Request{Node: &core.Node{Id: st.node}, TypeUrl: resource.EndpointType, VersionInfo: version, ResourceNames: names}
+		if nack {
+			req.ErrorDetail = &rpcstatus.Status{Message: "rejected"}
+		}
+		if _, err := c.CreateWatch(req, st.sub, st.out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(what string, got, want []string) {
+		t.Helper()
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: got %v, want %v", what, got, want)
+		}
+	}
+
+	a, b := open("a"), open("b")
+	for _, st := range []*edsStream{a, b} {
+		if err := c.SetSnapshot(context.Background(), st.node, pubs[0]); err != nil {
+			t.Fatal(err)
+		}
+		request(st, "", all, false)
+		got, _ := receive(st)
+		expect("first response of "+st.node, got, all)
+		request(st, "7", all, false) // ACK: the watch waits
+	}
+
+	var lists [][]*anypb.Any
+	for _, st := range []*edsStream{a, b} {
+		if err := c.SetSnapshot(context.Background(), st.node, pubs[1]); err != nil {
+			t.Fatal(err)
+		}
+		got, rs := receive(st)
+		expect("push to "+st.node, got, changed)
+		lists = append(lists, rs)
+	}
+	if len(lists[0]) == 0 || &lists[0][0] != &lists[1][0] {
+		t.Error("the two nodes' pushes do not share one resource list")
+	}
+	if _, ok := pubs[1].encodings.Load(&lists[0][0]); !ok {
+		t.Error("the shared push has no shared encoding")
+	}
+
+	request(a, "7", all, true) // a rejects version 8: it holds version 7
+	got, _ := receive(a)
+	expect("answer to a NACK", got, all)
+
+	b2 := open("b") // b reconnects: a new stream knows nothing
+	request(b2, "", all, false)
+	got, _ = receive(b2)
+	expect("first response of a new stream", got, all)
+
+	// b2 drops a name and names it again: only that one is sent.
+	request(b2, "8", all[1:], false)
+	if got, _ := receive(b2); got != nil {
+		t.Errorf("a request naming fewer resources than the snapshot has was answered: %v", got)
+	}
+	request(b2, "8", all, false)
+	got, _ = receive(b2)
+	expect("answer to a resource named again", got, all[:1])
 }
