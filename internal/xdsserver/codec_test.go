@@ -52,7 +52,7 @@ func TestResponseCodecBytes(t *testing.T) {
 			known := maps.Clone(st.returned)
 			delete(known, st.names[0])
 			known[st.names[1]] = "old"
-			diff, err := pub.changed(st, known)
+			diff, err := pub.list(st, st.changedFrom(known))
 			if err != nil || len(diff) != 2 {
 				t.Fatalf("%s: diff of %d resources (%v), want 2", typ, len(diff), err)
 			}

@@ -73,6 +73,10 @@ type sotwCache struct {
 	// (codec.go).
 	recent recentShared
 
+	// held says which snapshot each stream's EDS and RDS resources are
+	// from (sotwheld.go).
+	held heldStamps
+
 	mu     sync.Mutex
 	nodes  map[string]*sotwNode
 	nextID int64
@@ -120,11 +124,13 @@ type sharedType struct {
 	returned  map[string]string // name → version, copied for each node
 	err       error
 
-	// Of EDS and RDS only: returned holds content hashes, and diffs the
-	// shared partial responses built so far, by the changed names.
+	// Of EDS and RDS only: returned holds content hashes; diffs are the
+	// shared partial responses built so far, by the changed names, and
+	// since what changed since a previous snapshot (sotwheld.go).
 	partial bool
 	diffMu  sync.Mutex
 	diffs   map[string][]*anypb.Any
+	since   map[*sharedType][]int
 }
 
 // maxDiffs bounds the partial responses kept per type of a snapshot.
@@ -215,24 +221,10 @@ func (p *published) encode(rs []*anypb.Any) error {
 	return nil
 }
 
-// changed returns the resources of st that a stream which was last sent
-// known (name → content hash) lacks or holds in another version: all of
-// them for a type whose responses are always full. Streams with the same
-// answer share one list (and its encoding) while there are few distinct
-// answers.
-func (p *published) changed(st *sharedType, known map[string]string) ([]*anypb.Any, error) {
-	if !st.partial || len(known) == 0 {
-		return st.resources, nil
-	}
-	var idx []int
-	for i, name := range st.names {
-		if v, ok := known[name]; !ok || v != st.returned[name] {
-			idx = append(idx, i)
-		}
-	}
-	if len(idx) == len(st.names) {
-		return st.resources, nil
-	}
+// list returns st's resources at idx (see changedFrom) as one list.
+// Streams with the same answer share one list (and its encoding) while
+// there are few distinct answers.
+func (p *published) list(st *sharedType, idx []int) ([]*anypb.Any, error) {
 	if len(idx) == 0 {
 		return nil, nil
 	}
@@ -312,6 +304,7 @@ func (c *sotwCache) SetSnapshot(ctx context.Context, id string, pub *published) 
 // ClearSnapshot forgets node id: its snapshot and its watches.
 func (c *sotwCache) ClearSnapshot(id string) {
 	c.delta.ClearSnapshot(id)
+	c.held.forget(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.nodes, id)
@@ -354,6 +347,10 @@ func (c *sotwCache) shouldRespond(pub *published, w sotwWatch) bool {
 	}
 	items := pub.snap.GetResourcesAndTTL(typeURL)
 	known := w.sub.ReturnedResources()
+	if st, err := pub.shared(typeURL); err == nil && st.partial &&
+		c.held.lookup(heldKey{cache.IDHash{}.ID(w.req.GetNode()), typeURL}, known) == st {
+		return false // the stream holds every resource of the snapshot
+	}
 	if !w.sub.IsWildcard() {
 		for name := range w.sub.SubscribedResources() {
 			if _, isKnown := known[name]; isKnown {
@@ -378,14 +375,12 @@ func (c *sotwCache) shouldRespond(pub *published, w sotwWatch) bool {
 // nothing is sent; the proxy asks again).
 func (c *sotwCache) respond(ctx context.Context, pub *published, w sotwWatch) error {
 	typeURL := w.req.GetTypeUrl()
-	if names := w.req.GetResourceNames(); len(names) != 0 {
-		set := make(map[string]struct{}, len(names))
-		for _, name := range names {
-			set[name] = struct{}{}
-		}
+	if len(w.req.GetResourceNames()) != 0 {
+		// The subscription's set is the request's names, built already.
+		subscribed := w.sub.SubscribedResources()
 		for name := range pub.snap.GetResourcesAndTTL(typeURL) {
-			if _, ok := set[name]; !ok {
-				c.log.Warnf("ADS mode: not responding to request %s %v: %q not listed", typeURL, names, name)
+			if _, ok := subscribed[name]; !ok {
+				c.log.Warnf("ADS mode: not responding to request %s %v: %q not listed", typeURL, w.req.GetResourceNames(), name)
 				return nil
 			}
 		}
@@ -394,19 +389,30 @@ func (c *sotwCache) respond(ctx context.Context, pub *published, w sotwWatch) er
 	if err != nil {
 		return err
 	}
-	// A NACK gets everything: the client kept its previous resources, and
-	// the stream's returned map says what was sent, not what was accepted.
+	// EDS and RDS: what the stream lacks. A NACK gets everything: the
+	// client kept its previous resources, and the stream's returned map
+	// says what was sent, not what was accepted.
+	key := heldKey{cache.IDHash{}.ID(w.req.GetNode()), typeURL}
 	known := w.sub.ReturnedResources()
-	diffBase := known
-	if w.req.GetErrorDetail() != nil {
-		diffBase = nil
+	var idx []int // nil: all of them
+	if st.partial && len(known) > 0 && w.req.GetErrorDetail() == nil {
+		if prev := c.held.lookup(key, known); prev != nil {
+			idx = st.changedSince(prev)
+		} else {
+			idx = st.changedFrom(known)
+		}
+		if len(idx) == len(st.names) {
+			idx = nil
+		}
 	}
-	resources, err := pub.changed(st, diffBase)
-	if err != nil {
-		return err
+	resources := st.resources
+	if idx != nil {
+		if resources, err = pub.list(st, idx); err != nil {
+			return err
+		}
 	}
 	resp := &sharedResponse{req: w.req, version: pub.snap.GetVersion(typeURL), shared: st, resources: resources,
-		known: known, ctx: ctx}
+		known: known, changed: idx, held: &c.held, key: key, ctx: ctx}
 	select {
 	case w.out <- resp:
 		return nil
@@ -433,9 +439,13 @@ type sharedResponse struct {
 	shared    *sharedType
 	resources []*anypb.Any // shared.resources, or for EDS and RDS what changed
 	// known is the stream's returned map when the response was made,
-	// which GetReturnedResources brings up to date.
-	known map[string]string
-	ctx   context.Context
+	// which GetReturnedResources brings up to date; changed are the
+	// resources it lacked (nil: not known, or all).
+	known   map[string]string
+	changed []int
+	held    *heldStamps
+	key     heldKey
+	ctx     context.Context
 }
 
 var _ cache.Response = (*sharedResponse)(nil)
@@ -470,17 +480,9 @@ func (r *sharedResponse) GetContext() context.Context             { return r.ctx
 // the type came first) never gets here, so the map changes only when the
 // client is sent the response.
 func (r *sharedResponse) GetReturnedResources() map[string]string {
-	known, want := r.known, r.shared.returned
-	if known == nil {
-		return maps.Clone(want)
-	}
-	for name, v := range want {
-		if cur, ok := known[name]; !ok || cur != v {
-			known[name] = v
-		}
-	}
-	if len(known) > len(want) {
-		maps.DeleteFunc(known, func(name, _ string) bool { _, ok := want[name]; return !ok })
+	known := updateHeld(r.known, r.shared, r.changed)
+	if r.shared.partial {
+		r.held.record(r.key, known, r.shared)
 	}
 	return known
 }
