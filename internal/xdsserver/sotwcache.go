@@ -478,7 +478,8 @@ func (r *sharedResponse) GetContext() context.Context             { return r.ctx
 // map only under an open watch, or in CreateWatch on that goroutine); and
 // correct because a response the server drops unsent (a newer request of
 // the type came first) never gets here, so the map changes only when the
-// client is sent the response.
+// client is sent the response. It also stamps the map as holding this
+// snapshot's resources (sotwheld.go).
 func (r *sharedResponse) GetReturnedResources() map[string]string {
 	known := updateHeld(r.known, r.shared, r.changed)
 	if r.shared.partial {
