@@ -375,19 +375,15 @@ func (c *sotwCache) shouldRespond(pub *published, w sotwWatch) bool {
 // nothing is sent; the proxy asks again).
 func (c *sotwCache) respond(ctx context.Context, pub *published, w sotwWatch) error {
 	typeURL := w.req.GetTypeUrl()
-	if len(w.req.GetResourceNames()) != 0 {
-		// The subscription's set is the request's names, built already.
-		subscribed := w.sub.SubscribedResources()
-		for name := range pub.snap.GetResourcesAndTTL(typeURL) {
-			if _, ok := subscribed[name]; !ok {
-				c.log.Warnf("ADS mode: not responding to request %s %v: %q not listed", typeURL, w.req.GetResourceNames(), name)
-				return nil
-			}
-		}
-	}
 	st, err := pub.shared(typeURL)
 	if err != nil {
 		return err
+	}
+	if names := w.req.GetResourceNames(); len(names) != 0 {
+		if missing, ok := firstMissing(st.names, names, w.sub.SubscribedResources()); !ok {
+			c.log.Warnf("ADS mode: not responding to request %s %v: %q not listed", typeURL, names, missing)
+			return nil
+		}
 	}
 	// EDS and RDS: what the stream lacks. A NACK gets everything: the
 	// client kept its previous resources, and the stream's returned map
@@ -419,6 +415,33 @@ func (c *sotwCache) respond(ctx context.Context, pub *published, w sotwWatch) er
 	case <-ctx.Done():
 		return context.Canceled
 	}
+}
+
+// firstMissing checks that a request names every resource of a snapshot
+// type (want, sorted): it returns the first one it does not name, and
+// false, if there is one. Proxies name their resources in sorted order
+// (xdsclient does), and then this is one walk along both lists; otherwise
+// it looks every name up in the subscription's set. (Map lookups of 3,000
+// names per proxy were most of a 2,000-proxy push's CPU in this cache.)
+func firstMissing(want, names []string, subscribed map[string]struct{}) (string, bool) {
+	if slices.IsSorted(names) {
+		j := 0
+		for _, w := range want {
+			for j < len(names) && names[j] < w {
+				j++
+			}
+			if j == len(names) || names[j] != w {
+				return w, false
+			}
+		}
+		return "", true
+	}
+	for _, w := range want {
+		if _, ok := subscribed[w]; !ok {
+			return w, false
+		}
+	}
+	return "", true
 }
 
 // CreateDeltaWatch is the SnapshotCache's.

@@ -461,3 +461,29 @@ func TestSotwCacheSendsWhatChanged(t *testing.T) {
 	got, _ = receive(b2)
 	expect("answer to a resource named again", got, all[:1])
 }
+
+func TestFirstMissing(t *testing.T) {
+	want := []string{"a", "b|v1", "c"}
+	for _, tc := range []struct {
+		names   []string
+		missing string
+	}{
+		{[]string{"a", "b|v1", "c"}, ""},
+		{[]string{"a", "a", "b|v1", "b|v2", "c", "d"}, ""}, // duplicates, extras
+		{[]string{"c", "a", "b|v1"}, ""},                   // unsorted: looked up
+		{[]string{"b|v1", "c"}, "a"},
+		{[]string{"a", "c"}, "b|v1"},
+		{[]string{"a", "b|v1"}, "c"},
+		{[]string{"c", "a"}, "b|v1"},
+		{[]string{"zz"}, "a"},
+	} {
+		sub := map[string]struct{}{}
+		for _, n := range tc.names {
+			sub[n] = struct{}{}
+		}
+		missing, ok := firstMissing(want, tc.names, sub)
+		if ok != (tc.missing == "") || missing != tc.missing {
+			t.Errorf("firstMissing(%v) = %q, %v; want %q", tc.names, missing, ok, tc.missing)
+		}
+	}
+}
