@@ -21,25 +21,34 @@ package sockio
 import (
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"unsafe"
 )
 
 // Conn is a net.Conn whose Read and Write use raw system calls. Like a
-// net.Conn, it allows one Read and one Write at a time concurrently (the
-// callbacks keep their state in separate fields).
+// net.Conn, it is safe for concurrent use: Reads are serialised by rmu and
+// Writes by wmu, as net.Conn serialises them, so a Read and a Write still
+// run at the same time. The locks cover the whole call, not only the
+// system call: a call's state lives in fields shared by every call of its
+// kind, set before RawConn.Read/Write and read after it. (net/http does
+// overlap two Writes: on a 101 upgrade the Transport's writeLoop can still
+// be returning from writing the request when ReverseProxy starts copying
+// the client's bytes to the connection.)
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
 
 	// Read's state, used by readFn (a method value made once, so that a
-	// Read allocates nothing).
+	// Read allocates nothing); guarded by rmu.
+	rmu    sync.Mutex
 	rbuf   []byte
 	rn     int
 	rerr   syscall.Errno
 	readFn func(fd uintptr) bool
 
-	// Write's state, used by writeFn.
+	// Write's state, used by writeFn; guarded by wmu.
+	wmu     sync.Mutex
 	wbuf    []byte
 	wn      int
 	werr    syscall.Errno
@@ -69,6 +78,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.rc.Read(c.readFn)
 	c.rbuf = nil
@@ -109,6 +120,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.wbuf, c.wn, c.werr = p, 0, 0
 	err := c.rc.Write(c.writeFn)
 	n := c.wn
