@@ -128,7 +128,12 @@ func (f *Forwarder) exchange(w http.ResponseWriter, r *http.Request, t *Target, 
 			return nil, nil, err
 		}
 		f.log.Debug("pooled connection closed by the instance, sending again", "addr", c.addr)
-		c, err = f.pool.get(ctx, &Target{Addr: c.addr, Service: t.Service, Version: t.Version})
+		// With t's fallbacks: an instance shutting down closes its
+		// connections and its listener, and the connect refused there
+		// goes to another instance, as on the ReverseProxy path.
+		again := *t
+		again.Addr = c.addr
+		c, err = f.pool.get(ctx, &again)
 	}
 	return nil, nil, err
 }

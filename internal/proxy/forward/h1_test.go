@@ -465,6 +465,47 @@ func TestFastPathResendsReplayableOnly(t *testing.T) {
 	}
 }
 
+// An instance that shuts down as a request goes out on a pooled
+// connection: it closes the connection without an answer and no longer
+// listens. The replayable request, sent again, is refused there and goes
+// to a fallback instance, as a refused connect always does.
+func TestFastPathResendFallsBackWhenInstanceLeft(t *testing.T) {
+	for name, o := range map[string]Options{"fast path": {}, "ReverseProxy": {NoFastPath: true}} {
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				readRequest(t, br)
+				answer(c, "first")
+				readRequest(t, br)
+				ln.Close() // stop listening, then close without answering
+			}()
+			fallback := rawInstance(t, func(c net.Conn, br *bufio.Reader) {
+				readRequest(t, br)
+				answer(c, "fallback")
+			})
+			target := &Target{Addr: ln.Addr().String(), Service: "reviews", Fallbacks: FallbackList{fallback}}
+			proxy := proxyWith(t, New(o), target)
+			c := &http.Client{Transport: &http.Transport{}}
+			if g := send(t, c, newGet(proxy)); g.Body != "first" {
+				t.Fatalf("first: %d %q", g.Status, g.Body)
+			}
+			if g := send(t, c, newGet(proxy)); g.Status != 200 || g.Body != "fallback" {
+				t.Fatalf("second: %d %q, want the fallback's answer", g.Status, g.Body)
+			}
+		})
+	}
+}
+
 // An instance that switches protocols unasked gets the client a 502, not a
 // hijacked connection.
 func TestFastPathRefusesUnaskedUpgrade(t *testing.T) {
