@@ -3,14 +3,11 @@
 package e2e
 
 import (
-	"trellis.dev/trellis/internal/testutil"
-
 	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +22,8 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/apiclient"
+	"trellis.dev/trellis/internal/freeport"
+	"trellis.dev/trellis/internal/testutil"
 )
 
 // binary is the trellis binary built once for all tests.
@@ -201,14 +200,10 @@ func startPod(t *testing.T, control, service, version string) *pod {
 		"--control", control, "--", binary, "sample", "echo", "--port", ps)
 	m := p.waitLine(runReady, 30*time.Second)
 	pd := &pod{proc: p, service: service, version: version, inbound: m[1], outbound: m[2], admin: m[3], appPort: port}
-	// The app starts after the sidecar is ready; wait until it listens.
-	testutil.Eventually(t, 10*time.Second, "app of "+service+" "+version+" listening", func() bool {
-		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", ps))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	// The app starts after the sidecar is ready; wait until it says it
+	// listens (a connect to the port could reach another listener, and
+	// would not tell why the app is not there).
+	p.waitLine(regexp.MustCompile(`sample echo listening on 127\.0\.0\.1:`+ps+`$`), 10*time.Second)
 	return pd
 }
 
@@ -227,6 +222,32 @@ func startGateway(t *testing.T, control string) *gateway {
 	g := &gateway{proc: p, addr: m[1], admin: m[2]}
 	testutil.Eventually(t, 20*time.Second, "gateway ready", func() bool { return httpStatus("http://"+g.admin+"/ready") == 200 })
 	return g
+}
+
+// gatewayHasEndpoint reports whether the gateway's current config has an
+// endpoint at addr (an instance's inbound host:port).
+func gatewayHasEndpoint(t *testing.T, g *gateway, addr string) bool {
+	t.Helper()
+	var dump struct {
+		Snapshot struct {
+			Clusters map[string]struct {
+				Endpoints []struct {
+					Address string `json:"address"`
+				} `json:"endpoints"`
+			} `json:"clusters"`
+		} `json:"snapshot"`
+	}
+	if err := json.Unmarshal([]byte(configDump(t, g.admin)), &dump); err != nil {
+		t.Fatalf("gateway config_dump: %v", err)
+	}
+	for _, c := range dump.Snapshot.Clusters {
+		for _, e := range c.Endpoints {
+			if e.Address == addr {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // trellisCLI runs a CLI command to completion: stdout, stderr, exit code.
@@ -315,7 +336,7 @@ func (m *meshClient) split(t *testing.T, service, path string, headers map[strin
 			t.Fatalf("request %d: %v", i, err)
 		}
 		if code != 200 {
-			t.Fatalf("request %d: status %d, x-trellis-error %q", i, code, merr)
+			t.Fatalf("request %d: status %d, x-trellis-error %q, x-trellis-version %q", i, code, merr, v)
 		}
 		counts[v]++
 	}
@@ -332,12 +353,14 @@ func httpStatus(u string) int {
 	return resp.StatusCode
 }
 
+// freePort returns a loopback port for a process to bind a moment later
+// (see internal/freeport: not one the kernel would hand to a :0 listener
+// meanwhile).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }

@@ -5,6 +5,7 @@ import (
 
 	"context"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,9 @@ func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
 	gw := startGateway(t, cp.xds)
 	mc := viaGateway(gw)
 	testutil.Eventually(t, 5*time.Second, "three instances", func() bool { return len(instanceIDs(t, cp, "ratings")) == 3 })
+	testutil.Eventually(t, 5*time.Second, "three endpoints at the gateway", func() bool {
+		return gatewayHasEndpoint(t, gw, a.inbound) && gatewayHasEndpoint(t, gw, b.inbound) && gatewayHasEndpoint(t, gw, c.inbound)
+	})
 
 	// kill -9 the whole pod: its sidecar and app die without a word.
 	a.kill()
@@ -46,6 +50,12 @@ func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
 			}
 		}
 		return true
+	})
+	// The requests above pass as soon as a refused connect to v1 falls
+	// back to another instance, before any config changed: wait for the
+	// gateway to drop v1's endpoint, which follows the registry.
+	testutil.Eventually(t, 10*time.Second, "killed instance's endpoint gone from the gateway", func() bool {
+		return !gatewayHasEndpoint(t, gw, a.inbound)
 	})
 	t.Logf("killed instance left routing after %s", time.Since(killed).Round(time.Millisecond))
 	if ids := instanceIDs(t, cp, "ratings"); len(ids) != 2 {
@@ -60,6 +70,12 @@ func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
 	testutil.Eventually(t, 2*time.Second, "stopped instance deregistered", func() bool {
 		ids := instanceIDs(t, cp, "ratings")
 		return len(ids) == 1 && ids[0] == "v3"
+	})
+	// The registry is the control plane's view; the gateway follows it
+	// one xDS push later. Until then it may still choose v2, whose sidecar
+	// answered 503 upstream_connect_failed while it outlived its app.
+	testutil.Eventually(t, 5*time.Second, "stopped instance's endpoint gone from the gateway", func() bool {
+		return !gatewayHasEndpoint(t, gw, b.inbound)
 	})
 	if got := mc.split(t, "ratings", "/", nil, 50); got["v3"] != 50 {
 		t.Fatalf("only v3 left, got %v", got)
@@ -80,7 +96,10 @@ func TestInstanceLeavesWhenKilledOrStopped(t *testing.T) {
 
 func TestProxyKeepsConfigWhileControlPlaneIsDown(t *testing.T) {
 	t.Parallel()
-	cp := startControl(t, "")
+	// The control plane comes back on the same ports: not ones the kernel
+	// chose for :0, which it may give to another listener while they are
+	// free (see freePort).
+	cp := startControl(t, "", "--http-addr", "127.0.0.1:"+strconv.Itoa(freePort(t)), "--xds-addr", "127.0.0.1:"+strconv.Itoa(freePort(t)))
 	startPod(t, cp.xds, "reviews", "v1")
 	startPod(t, cp.xds, "reviews", "v2")
 	startPod(t, cp.xds, "reviews", "v3")

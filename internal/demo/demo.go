@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 
 	"trellis.dev/trellis/internal/apiclient"
 	"trellis.dev/trellis/internal/control"
+	"trellis.dev/trellis/internal/freeport"
 	"trellis.dev/trellis/internal/meshxds"
 	"trellis.dev/trellis/internal/proxy"
 )
@@ -123,7 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Wait()
 	}()
 	for _, p := range pods {
-		port, err := freePort()
+		port, err := freeport.Loopback()
 		if err != nil {
 			return err
 		}
@@ -231,15 +231,4 @@ func waitFor(ctx context.Context, limit time.Duration, ok func() bool) error {
 		}
 	}
 	return nil
-}
-
-// freePort asks the kernel for a free loopback port. The port is free when
-// this returns; the pod binds it a moment later.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
