@@ -172,3 +172,73 @@ func TestGRPCThroughTwoSidecars(t *testing.T) {
 		}
 	}
 }
+
+// A pod stopped cleanly (SIGTERM to trellis run) drains: it leaves the mesh
+// first and keeps serving while the push without it reaches its peers, and
+// only then stops its app. Callers sending all along get no error.
+func TestCleanStopDropsNoRequest(t *testing.T) {
+	t.Parallel()
+	cp := startControl(t, "")
+	a := startPod(t, cp.xds, "details", "v1")
+	b := startPod(t, cp.xds, "details", "v2")
+	gw := startGateway(t, cp.xds)
+	testutil.Eventually(t, 5*time.Second, "both instances at the gateway", func() bool {
+		return gatewayHasEndpoint(t, gw, a.inbound) && gatewayHasEndpoint(t, gw, b.inbound)
+	})
+
+	mc := viaGateway(gw)
+	stop := make(chan struct{})
+	type result struct {
+		ok      int
+		failure string
+	}
+	results := make(chan result, 4)
+	for range 4 {
+		go func() {
+			var r result
+			deadline := time.Now().Add(20 * time.Second) // bounds, in case stop never comes
+			for n := 0; n < 20000 && time.Now().Before(deadline); n++ {
+				select {
+				case <-stop:
+					results <- r
+					return
+				default:
+				}
+				code, v, merr, err := mc.get("details", "/", nil)
+				if err != nil || code != 200 {
+					if r.failure == "" {
+						r.failure = "status " + strconv.Itoa(code) + " " + merr + " from " + v
+						if err != nil {
+							r.failure = err.Error()
+						}
+					}
+					continue
+				}
+				r.ok++
+				time.Sleep(time.Millisecond)
+			}
+			results <- r
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // traffic to both instances first
+	a.stop()
+	if got := a.cmd.ProcessState.ExitCode(); got != 0 && got != 143 {
+		t.Errorf("pod exit code %d", got)
+	}
+	close(stop)
+	total := 0
+	for range 4 {
+		r := <-results
+		if r.failure != "" {
+			t.Errorf("a request failed while the pod stopped: %s", r.failure)
+		}
+		total += r.ok
+	}
+	if total < 20 {
+		t.Errorf("only %d requests went through: the test sent too little to tell", total)
+	}
+	t.Logf("%d requests while the pod drained and stopped, none failed", total)
+	if ids := instanceIDs(t, cp, "details"); len(ids) != 1 || ids[0] != "v2" {
+		t.Errorf("registry after the stop: %v", ids)
+	}
+}

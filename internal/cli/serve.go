@@ -148,14 +148,20 @@ func newRunCmd() *cobra.Command {
 	}
 	f.register(cmd)
 	cmd.Flags().IntVar(&port, "port", 0, "the app's port (0: a client-only job, not registered)")
+	var drain time.Duration
+	cmd.Flags().DurationVar(&drain, "drain", 2*time.Second,
+		"on SIGTERM, leave the mesh and keep serving this long before the app gets the signal (0: at once)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if f.service == "" {
 			return fmt.Errorf("--service: required")
 		}
+		if drain < 0 {
+			return fmt.Errorf("--drain: must not be negative, got %s", drain)
+		}
 		code, err := run.Run(cmd.Context(), run.Config{
 			Service: f.service, Version: f.version, Zone: f.zone, Port: port, Address: f.address,
 			InboundPort: f.inbound, OutboundPort: f.outbound, AdminAddr: f.admin, Control: f.control,
-			Args: args, Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
+			Drain: drain, Args: args, Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
 			Logger: logger(cmd),
 		})
 		if err != nil {

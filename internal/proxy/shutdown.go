@@ -6,6 +6,26 @@ import (
 	"sync"
 )
 
+// Leave closes the xDS stream, so the control plane deregisters this
+// instance and pushes peers a config without it, and keeps serving with the
+// last config: requests that peers send before that push arrives are still
+// answered (trellis run drains this way before it stops the app). It
+// returns when the stream is closed or ctx ends. Shutdown still follows.
+func (p *Proxy) Leave(ctx context.Context) {
+	p.mu.Lock()
+	xdsCancel, xdsDone := p.xdsCancel, p.xdsDone
+	p.mu.Unlock()
+	if xdsCancel == nil {
+		return
+	}
+	p.log.Info("leaving the mesh: xDS stream closed, still serving")
+	xdsCancel()
+	select {
+	case <-xdsDone:
+	case <-ctx.Done():
+	}
+}
+
 // Shutdown stops the proxy without dropping what is in flight. First it
 // closes the xDS stream, so the control plane deregisters this instance and
 // peers stop sending to it; then it stops accepting and lets requests in

@@ -34,11 +34,16 @@ type Config struct {
 	AdminAddr    string
 	Control      string
 	ReadyTimeout time.Duration
-	Args         []string // the app's command line
-	Stdin        io.Reader
-	Stdout       io.Writer
-	Stderr       io.Writer
-	Logger       *slog.Logger
+	// Drain is how long the pod keeps serving after it left the mesh on
+	// SIGTERM, before the app gets the signal: peers stop sending to it
+	// once the control plane's push without it reaches them. 0: the app
+	// gets SIGTERM at once. Pods without a port (jobs) do not drain.
+	Drain  time.Duration
+	Args   []string // the app's command line
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Logger *slog.Logger
 }
 
 // Run runs the pod and returns the app's exit code. An error means the pod
@@ -96,14 +101,27 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	fmt.Fprintf(cfg.Stderr, "trellis run ready: service=%s version=%s inbound=%s outbound=%s admin=%s\n",
 		cfg.Service, cfg.Version, p.InboundAddr(), p.OutboundAddr(), p.AdminAddr())
 
-	code, err := runApp(ctx, cfg, p.OutboundAddr())
+	leave := func() {
+		lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Leave(lctx)
+	}
+	if cfg.Port == 0 {
+		cfg.Drain = 0 // a job is not registered: nothing to drain
+	}
+	code, err := runApp(ctx, cfg, p.OutboundAddr(), leave)
 	shutdown()
 	return code, err
 }
 
 // runApp starts the app with the mesh environment and waits for it,
-// forwarding SIGINT, SIGTERM and SIGHUP.
-func runApp(ctx context.Context, cfg Config, outbound string) (int, error) {
+// forwarding SIGINT, SIGTERM and SIGHUP. The first SIGTERM (or ctx's end)
+// first drains, when cfg.Drain is set: leave takes the pod out of the
+// mesh, and the app gets the signal cfg.Drain later (at once on another
+// SIGTERM). Without that, peers that have not yet got the push without
+// this instance send it requests the app no longer answers: 503s while a
+// pod stops cleanly.
+func runApp(ctx context.Context, cfg Config, outbound string, leave func()) (int, error) {
 	cmd := exec.Command(cfg.Args[0], cfg.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	proxyURL := "http://" + outbound
@@ -128,13 +146,43 @@ func runApp(ctx context.Context, cfg Config, outbound string) (int, error) {
 	defer signal.Stop(sigs)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	var drained chan struct{} // set while draining
+	signalled := false        // the app got its SIGTERM
+	terminate := func() {
+		if cfg.Drain <= 0 || drained != nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			signalled = true
+			return
+		}
+		fmt.Fprintf(cfg.Stderr, "trellis run: draining for %s before stopping the app\n", cfg.Drain)
+		d := make(chan struct{})
+		drained = d
+		go func() {
+			t := time.NewTimer(cfg.Drain)
+			defer t.Stop()
+			leave()
+			<-t.C
+			close(d)
+		}()
+	}
 	for {
 		select {
 		case s := <-sigs:
-			_ = cmd.Process.Signal(s)
+			if s == syscall.SIGTERM {
+				terminate()
+			} else {
+				_ = cmd.Process.Signal(s)
+			}
 		case <-ctx.Done():
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			ctx = context.Background() // signal once
+			terminate()
+			ctx = context.Background() // once
+		case <-drained:
+			if !signalled {
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				signalled = true
+			}
+			drained = nil
+			cfg.Drain = 0 // drained: a later SIGTERM goes straight to the app
 		case err := <-done:
 			return exitCode(cmd, err)
 		}
