@@ -129,6 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		c := exec.Command(cfg.Binary, "run", "--service", p.service, "--version", p.version, "--zone", p.zone,
 			"--port", strconv.Itoa(port), "--control", cp.XDSAddr(), "--log-level", "warn",
+			"--drain", "0s", // the demo stops the whole mesh at once: nobody to drain for
 			"--", cfg.Binary, "sample", "echo", "--port", strconv.Itoa(port), "--log-level", "warn")
 		c.Stdout, c.Stderr = io.Discard, io.Discard
 		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
