@@ -121,7 +121,7 @@ type sharedType struct {
 	once      sync.Once
 	names     []string          // sorted
 	resources []*anypb.Any      // every resource, marshalled, in names' order
-	returned  map[string]string // name → version, copied for each node
+	returned  map[string]string // name → version (content hash for EDS/RDS); never handed out: streams get their own (updateHeld)
 	err       error
 
 	// Of EDS and RDS only: returned holds content hashes; diffs are the
