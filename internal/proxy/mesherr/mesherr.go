@@ -32,6 +32,13 @@ const (
 	// UpstreamReset: the connection to the chosen instance failed after the
 	// request was (at least partly) sent, so it could not be retried safely.
 	UpstreamReset Code = "upstream_reset"
+	// HeaderTooLarge: the request head is over the listener's header size
+	// or count limit (431, as Envoy answers).
+	HeaderTooLarge Code = "header_too_large"
+	// AppUnavailable: an inbound sidecar could not connect to its own app.
+	// Nothing reached the app, so the calling sidecar may send the request
+	// to another instance (see forward).
+	AppUnavailable Code = "app_unavailable"
 )
 
 // gRPC status codes used below (google.golang.org/grpc/codes), kept as
@@ -56,6 +63,8 @@ var mapping = map[Code]struct{ http, grpc int }{
 	AccessDenied:          {http.StatusForbidden, grpcPermissionDenied},
 	EgressBlocked:         {http.StatusBadGateway, grpcPermissionDenied},
 	UpstreamReset:         {http.StatusBadGateway, grpcUnavailable},
+	HeaderTooLarge:        {http.StatusRequestHeaderFieldsTooLarge, grpcInternal},
+	AppUnavailable:        {http.StatusServiceUnavailable, grpcUnavailable},
 }
 
 // HTTPStatus is the HTTP status a response with this code carries.
