@@ -23,21 +23,42 @@ func (r *Route) GetKind() string { return KindRoute }
 // Meta returns the resource's metadata for the store to fill in.
 func (r *Route) Meta() *Metadata { return &r.Metadata }
 
+// MaxInputBytes is the largest input Decode reads. The HTTP API caps apply
+// bodies lower still (control.MaxApplyBytes); this bound holds for every
+// caller.
+const MaxInputBytes = 4 << 20
+
 // Decode reads one or more YAML or JSON documents (YAML documents separated
 // by "---"; JSON is YAML), strictly: an unknown field or a value of the
 // wrong type is an error naming its path. Each resource is defaulted and
 // validated. On any error nothing is returned, so a caller cannot store
 // half of a file.
+//
+// YAML anchors and aliases are refused: a few bytes aliased many times
+// expand to gigabytes (the YAML library limits aliases by node count, not
+// size). Each document is parsed into a yaml.Node tree first, which holds
+// an alias as one node pointing at its anchor and so never expands it, and
+// the tree is checked before it is converted to values.
 func Decode(data []byte) ([]Resource, error) {
+	if len(data) > MaxInputBytes {
+		return nil, fmt.Errorf("input is %d bytes, over the limit of %d", len(data), MaxInputBytes)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var out []Resource
 	for doc := 1; ; doc++ {
-		var raw any
-		err := dec.Decode(&raw)
+		var node yaml.Node
+		err := dec.Decode(&node)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
+			return nil, fmt.Errorf("document %d: %s", doc, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		if err := refuseAliases(&node); err != nil {
+			return nil, fmt.Errorf("document %d: %w", doc, err)
+		}
+		var raw any
+		if err := node.Decode(&raw); err != nil {
 			return nil, fmt.Errorf("document %d: %s", doc, strings.TrimPrefix(err.Error(), "yaml: "))
 		}
 		if raw == nil { // an empty document between separators
@@ -53,6 +74,28 @@ func Decode(data []byte) ([]Resource, error) {
 		return nil, errors.New("no resources in input")
 	}
 	return out, nil
+}
+
+// ErrYAMLAlias is wrapped by Decode's error for an input using a YAML
+// anchor or alias.
+var ErrYAMLAlias = errors.New("YAML aliases are not accepted")
+
+// refuseAliases walks a parsed document in order (iteratively: the parser
+// bounds the depth, but a walk need not rely on it) and fails at the first
+// anchor or alias, naming its line. Merge keys ("<<: *base") are aliases too.
+func refuseAliases(root *yaml.Node) error {
+	stack := []*yaml.Node{root}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if n.Kind == yaml.AliasNode || n.Anchor != "" {
+			return fmt.Errorf("line %d: %w (anchors and aliases; write the value out)", n.Line, ErrYAMLAlias)
+		}
+		for i := len(n.Content) - 1; i >= 0; i-- { // the first child is popped first
+			stack = append(stack, n.Content[i])
+		}
+	}
+	return nil
 }
 
 // decodeOne turns one generic document into a typed, validated resource.

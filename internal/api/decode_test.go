@@ -1,8 +1,13 @@
 package api
 
 import (
+	"bytes"
+	"errors"
+	"runtime"
 	"strings"
 	"testing"
+
+	yaml "go.yaml.in/yaml/v3"
 )
 
 const canary = `apiVersion: trellis.dev/v1alpha1
@@ -125,10 +130,23 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(canary))
 	f.Add([]byte("kind: Route\nspec: {rules: [{weight: 1}]}"))
 	f.Add([]byte(`{"kind":"Route","metadata":{"name":"a"},"spec":{"service":"a","rules":[{"version":"1.0","weight":100}]}}`))
+	f.Add([]byte("a: &a [1, 2]\nb: [*a, *a, *a]\n"))
+	f.Add([]byte("a: &a {x: 1}\nb: {<<: *a}\n---\n--- &d\nc: 1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Decode(data)
 		if err != nil {
 			return
+		}
+		if bytes.ContainsAny(data, "&*") {
+			// Accepted input may hold & and * only inside strings; an
+			// anchor or alias that got through would have been refused.
+			var probe yaml.Node
+			dec := yaml.NewDecoder(bytes.NewReader(data))
+			for dec.Decode(&probe) == nil {
+				if refuseAliases(&probe) != nil {
+					t.Fatalf("Decode accepted an input with an anchor or alias")
+				}
+			}
 		}
 		for _, r := range rs {
 			if verr := Validate(r); verr != nil {
@@ -136,4 +154,78 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDecodeRefusesAliases(t *testing.T) {
+	route := "apiVersion: trellis.dev/v1alpha1\nkind: Route\nmetadata: {name: reviews}\nspec:\n  service: reviews\n"
+	tests := []struct {
+		name, in, want string
+	}{
+		{"alias", route + "  rules:\n  - &r {version: v1, weight: 100}\n  - *r\n", `document 1: line 7: YAML aliases are not accepted`},
+		{"anchor only", route + "  rules:\n  - &r {version: v1, weight: 100}\n", `document 1: line 7: YAML aliases are not accepted`},
+		{"merge key", route + "  rules:\n  - &r {version: v1}\n  - {<<: *r, weight: 100}\n", `document 1: line 7: YAML aliases are not accepted`},
+		{"anchored key", "&k apiVersion: trellis.dev/v1alpha1\n", `document 1: line 1: YAML aliases are not accepted`},
+		{"second document", canary + "---\n" + "a: &x 1\nb: *x\n", `document 2: line 16: YAML aliases are not accepted`},
+		{"anchored document", "--- &doc\n" + canary, `document 1: line 1: YAML aliases are not accepted`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rs, err := Decode([]byte(tc.in))
+			if err == nil {
+				t.Fatalf("no error, decoded %d resources", len(rs))
+			}
+			if !errors.Is(err, ErrYAMLAlias) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q (or is not ErrYAMLAlias)", err, tc.want)
+			}
+		})
+	}
+	// The characters alone are fine: a quoted "&" or "*" is a string.
+	if _, err := Decode([]byte(route + "  rules:\n  - {version: v1, matches: [{headers: {x: {exact: \"&a *b\"}}}]}\n")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An alias bomb (one 1,100-byte string anchored once and aliased 49,152 times:
+// 145 KiB that expands to 54 MB) is refused without expanding it: the
+// whole Decode allocates a few MB, measured by the runtime, not timed.
+func TestDecodeAliasBombBoundedMemory(t *testing.T) {
+	const (
+		valueLen = 1100
+		aliases  = 48 << 10
+	)
+	var b strings.Builder
+	b.WriteString("apiVersion: trellis.dev/v1alpha1\nkind: Route\nmetadata: {name: bomb}\nspec:\n  service: bomb\n")
+	b.WriteString("  x: &a \"" + strings.Repeat("x", valueLen) + "\"\n  y: [")
+	for i := range aliases {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("*a")
+	}
+	b.WriteString("]\n")
+	body := []byte(b.String())
+	if expanded := aliases * valueLen; len(body) > 150<<10 || expanded < 50<<20 {
+		t.Fatalf("bomb is %d bytes expanding to %d; want <150 KiB to >50 MiB", len(body), expanded)
+	}
+
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Decode(body)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrYAMLAlias) || !strings.Contains(err.Error(), "document 1: line 6: YAML aliases are not accepted") {
+		t.Fatalf("alias bomb: err = %v", err)
+	}
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d byte bomb (expands to %d MiB): Decode allocated %.1f MiB", len(body), aliases*valueLen>>20, float64(alloc)/(1<<20))
+	if alloc > 64<<20 {
+		t.Errorf("Decode allocated %d MiB for a %d KiB body", alloc>>20, len(body)>>10)
+	}
+}
+
+func TestDecodeInputLimit(t *testing.T) {
+	big := canary + "# " + strings.Repeat("x", MaxInputBytes) + "\n"
+	if _, err := Decode([]byte(big)); err == nil || !strings.Contains(err.Error(), "over the limit of 4194304") {
+		t.Fatalf("over-size input: err = %v", err)
+	}
 }
