@@ -34,8 +34,9 @@ func SplitClusterName(cluster string) (service, version string) {
 	return service, version
 }
 
-// Node metadata keys a proxy sets in its xDS Node.metadata. A sidecar with a
-// service registers an instance for as long as its ADS stream is open.
+// Node metadata keys a proxy sets in its xDS Node.metadata and in the
+// announcements of its membership stream (internal/membership), which is
+// what registers its instance while its app is ready.
 const (
 	MetaRole    = "trellis.role"    // "sidecar" or "gateway"
 	MetaService = "trellis.service" // service name
@@ -43,6 +44,9 @@ const (
 	MetaAddress = "trellis.address" // IP peers reach the inbound listener on
 	MetaPort    = "trellis.port"    // inbound listener port (number)
 	MetaZone    = "trellis.zone"    // locality zone, may be empty
+	// MetaReady is sent on the membership stream only (internal/membership):
+	// true while the instance's app passes its readiness check.
+	MetaReady = "trellis.ready"
 )
 
 // Roles.
