@@ -39,11 +39,11 @@ func (r *Registry) List(ctx context.Context) ([]api.Instance, error) {
 // Delete force-deregisters an instance by ID (an error wrapping
 // store.ErrNotFound if there is none). The instance leaves the mesh at once.
 //
-// If this process holds it, its keepalive stops too. If another control
-// plane holds it, that one keeps renewing a lease with no key on it: the
-// instance stays gone until its sidecar reconnects (or that control plane
-// has to write it again after losing the lease) — a live sidecar that
-// reconnects is, after all, a live instance.
+// If this process holds it, it stops holding it (its deregister becomes a
+// no-op). If another control plane holds it, that one still counts it as
+// held, but the key stays gone until its sidecar reconnects (or that control
+// plane has to write every instance again after losing its lease) — a live
+// sidecar that reconnects is, after all, a live instance.
 func (r *Registry) Delete(ctx context.Context, id string) error {
 	if err := store.CheckKeySegment("instance id", id); err != nil {
 		return err
@@ -65,7 +65,7 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	reg := r.held[id]
 	r.mu.Unlock()
 	if reg != nil {
-		reg.stop()
+		r.deregister(reg)
 	}
 	if len(ops) == 0 {
 		if reg != nil {
