@@ -26,6 +26,8 @@ const (
 	// unusual targets…): net/http serves the connection from here on, and
 	// so also answers what is malformed with its own 400s.
 	handOff
+	// tooManyFields: more header fields than the limit; answered 431.
+	tooManyFields
 )
 
 // parseHead parses one request head (request line and header fields, the
@@ -34,8 +36,9 @@ const (
 // never guessing: what it returns is what net/http would have parsed,
 // except that it does not add Cache-Control for Pragma: no-cache (a proxy
 // passes headers through). remoteAddr becomes r.RemoteAddr. hdr, empty,
-// becomes r.Header (the caller reuses maps).
-func parseHead(head []byte, remoteAddr string, hdr http.Header) (*http.Request, verdict) {
+// becomes r.Header (the caller reuses maps). A head with more than
+// maxFields header fields (Host included) is tooManyFields.
+func parseHead(head []byte, remoteAddr string, hdr http.Header, maxFields int) (*http.Request, verdict) {
 	line, rest, ok := cutLine(head)
 	if !ok {
 		return nil, handOff
@@ -54,7 +57,7 @@ func parseHead(head []byte, remoteAddr string, hdr http.Header) (*http.Request, 
 		RemoteAddr: remoteAddr,
 		RequestURI: target,
 	}
-	var hosts, lengths int
+	var hosts, lengths, fields int
 	for {
 		line, rest, ok = cutLine(rest)
 		if !ok {
@@ -62,6 +65,9 @@ func parseHead(head []byte, remoteAddr string, hdr http.Header) (*http.Request, 
 		}
 		if len(line) == 0 {
 			break // the empty line ending the head
+		}
+		if fields++; fields > maxFields {
+			return nil, tooManyFields
 		}
 		name, value, ok := parseField(line)
 		if !ok {

@@ -16,7 +16,7 @@ const testRemote = "192.0.2.7:40123"
 
 // parseString runs parseHead on s with a fresh header map.
 func parseString(s string) (*http.Request, verdict) {
-	return parseHead([]byte(s), testRemote, http.Header{})
+	return parseHead([]byte(s), testRemote, http.Header{}, DefaultMaxHeaders)
 }
 
 func TestParseHeadServes(t *testing.T) {
@@ -147,7 +147,7 @@ func TestParseHeadServes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			hdr := http.Header{}
-			r, v := parseHead([]byte(tt.head), testRemote, hdr)
+			r, v := parseHead([]byte(tt.head), testRemote, hdr, DefaultMaxHeaders)
 			if v != serve {
 				t.Fatalf("verdict %v, want serve", v)
 			}
@@ -307,7 +307,7 @@ func TestParseHeadReusesNothing(t *testing.T) {
 	// The head's bytes are the connection's buffer, overwritten by the next
 	// read: nothing of the request may point into them.
 	head := []byte("POST http://svc:1/p?q HTTP/1.1\r\nHost: svc\r\nX-Custom-Thing: value\r\nContent-Length: 3\r\n\r\n")
-	r, v := parseHead(head, testRemote, http.Header{})
+	r, v := parseHead(head, testRemote, http.Header{}, DefaultMaxHeaders)
 	if v != serve {
 		t.Fatal("not served")
 	}
@@ -362,7 +362,7 @@ func FuzzParseHead(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r, v := parseHead(in, testRemote, http.Header{})
+		r, v := parseHead(in, testRemote, http.Header{}, DefaultMaxHeaders)
 		if v != serve {
 			if r != nil {
 				t.Fatalf("handOff with a request: %+v", r)

@@ -50,11 +50,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"trellis.dev/trellis/internal/proxy/mesherr"
 	"trellis.dev/trellis/internal/proxy/sockio"
 )
 
 // Buffer sizes per connection. A head larger than readBufferSize goes to
-// net/http (whose limit is 1 MB).
+// net/http (see MaxHeaderBytes for its limit).
 const (
 	readBufferSize  = 8 << 10
 	writeBufferSize = 4 << 10
@@ -73,6 +74,24 @@ type Server struct {
 	IdleTimeout time.Duration
 	// Log receives unexpected handler panics. Nil discards.
 	Log *slog.Logger
+
+	// MaxHeaderBytes bounds a request head (request line, header fields
+	// and the empty line, line ends included); MaxHeaders bounds its
+	// number of header fields, Host included. A request over either is
+	// answered 431 with x-trellis-error: header_too_large and its
+	// connection closed, on the fast path and on the connections handed
+	// off alike: the first Serve wraps Fallback.Handler in LimitHeaders
+	// and, unless set, sets Fallback.MaxHeaderBytes to twice
+	// MaxHeaderBytes as a backstop (net/http stops reading a head there;
+	// its 431, on HTTP/1, is replaced by ours). Zero means
+	// DefaultMaxHeaderBytes, DefaultMaxHeaders.
+	MaxHeaderBytes int
+	MaxHeaders     int
+	// HeaderTooLarge, when set, is called for each request refused with
+	// 431 (for metrics).
+	HeaderTooLarge func()
+
+	maxHeaderBytes, maxHeaders int // resolved by the first Serve
 
 	closing atomic.Bool
 
@@ -136,11 +155,38 @@ func (s *Server) track(ln net.Listener) bool {
 	}
 	s.listeners[ln] = struct{}{}
 	if s.handoff == nil {
+		s.setLimits()
 		s.handoff = newHandoffListener(ln.Addr())
 		s.fallback = make(chan error, 1)
 		go func() { s.fallback <- s.Fallback.Serve(s.handoff) }()
 	}
 	return true
+}
+
+// setLimits resolves the header limits and applies them to Fallback.
+func (s *Server) setLimits() {
+	s.maxHeaderBytes, s.maxHeaders = s.MaxHeaderBytes, s.MaxHeaders
+	if s.maxHeaderBytes <= 0 {
+		s.maxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if s.maxHeaders <= 0 {
+		s.maxHeaders = DefaultMaxHeaders
+	}
+	if s.Fallback.MaxHeaderBytes == 0 {
+		s.Fallback.MaxHeaderBytes = 2 * s.maxHeaderBytes
+	}
+	h := s.Fallback.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	s.Fallback.Handler = LimitHeaders(h, s.maxHeaderBytes, s.maxHeaders, s.HeaderTooLarge)
+}
+
+// refused counts one 431.
+func (s *Server) refused() {
+	if s.HeaderTooLarge != nil {
+		s.HeaderTooLarge()
+	}
 }
 
 func (s *Server) untrack(ln net.Listener) {
@@ -292,12 +338,19 @@ func (c *conn) serve() {
 		head, err := c.readHead()
 		c.idle.Store(false)
 		if err != nil {
+			if err == errHeadTooLarge {
+				c.refuse(HeadTooLarge(c.s.maxHeaderBytes))
+			}
 			return // closed, timed out, or woken by Shutdown
 		}
 		var r *http.Request
 		v := handOff
 		if head != nil {
-			r, v = parseHead(head, c.remote, c.reqHeader)
+			r, v = parseHead(head, c.remote, c.reqHeader, c.s.maxHeaders)
+		}
+		if v == tooManyFields {
+			c.refuse(TooManyHeaders(c.s.maxHeaders))
+			return
 		}
 		if v == handOff {
 			handedOff = c.handOff()
@@ -313,13 +366,20 @@ func (c *conn) serve() {
 // readHead waits until the buffer holds a whole request head and returns
 // it (still buffered: the caller discards it). A head that does not fit
 // the buffer, or that parseHead will refuse whatever follows, returns nil,
-// nil: it goes to net/http at once.
+// nil: it goes to net/http at once. A head over MaxHeaderBytes (possible
+// here only when that is below the buffer's size) is errHeadTooLarge.
 func (c *conn) readHead() ([]byte, error) {
 	for {
 		n := c.br.Buffered()
 		buf, _ := c.br.Peek(n)
 		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			if i+4 > c.s.maxHeaderBytes {
+				return nil, errHeadTooLarge
+			}
 			return buf[:i+4], nil
+		}
+		if n > c.s.maxHeaderBytes {
+			return nil, errHeadTooLarge
 		}
 		if n == c.br.Size() || !mayBeServed(buf) {
 			return nil, nil
@@ -331,6 +391,18 @@ func (c *conn) readHead() ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+var errHeadTooLarge = errors.New("request head too large")
+
+// refuse answers e (a 431) and waits for the client a moment before the
+// connection closes (Refuse). What was answered before goes out first.
+func (c *conn) refuse(e *mesherr.Error) {
+	c.s.refused()
+	if err := c.bw.Flush(); err != nil {
+		return
+	}
+	Refuse(c.rw, e)
 }
 
 // mayBeServed reports whether buf, the start of a head whose end has not
@@ -410,7 +482,7 @@ func (c *conn) handOff() bool {
 		return false
 	}
 	c.rwc.SetReadDeadline(time.Time{})
-	return c.s.handoff.push(&handedConn{Conn: c.rw, r: c.br})
+	return c.s.handoff.push(&handedConn{Conn: c.rw, r: c.br, s: c.s})
 }
 
 // bodyReader reads a request body of known length from the connection's
@@ -442,9 +514,23 @@ func (b *bodyReader) Close() error { return nil }
 type handedConn struct {
 	net.Conn
 	r *bufio.Reader
+	s *Server
 }
 
 func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write replaces net/http's answer to a head over its MaxHeaderBytes (the
+// backstop: see Server.MaxHeaderBytes) with ours.
+func (c *handedConn) Write(p []byte) (int, error) {
+	if len(p) == len(netHTTP431) && string(p) == netHTTP431 {
+		c.s.refused()
+		if _, err := c.Conn.Write(ErrorResponse(HeadTooLarge(c.s.maxHeaderBytes))); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
 
 // CloseWrite lets net/http half-close the connection before closing it
 // (after a 431, or an answer leaving a large body unread), as it does with
