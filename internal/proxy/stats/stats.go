@@ -18,6 +18,17 @@ const (
 	Gateway  = "gateway"  // outside → mesh
 )
 
+// Reasons a connection is refused, the "reason" label of
+// trellis_proxy_connections_rejected_total.
+const (
+	// ReasonOverloaded: the listener is at its cap of concurrent
+	// connections; the connection is answered 503 overloaded and closed.
+	ReasonOverloaded = "overloaded"
+	// ReasonFDExhausted: accept failed with EMFILE or ENFILE; the
+	// connection waits in the backlog until descriptors free up.
+	ReasonFDExhausted = "fd_exhausted"
+)
+
 // Metrics of one proxy.
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -25,6 +36,7 @@ type Metrics struct {
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	configUpdates prometheus.Counter
+	rejected      *prometheus.CounterVec
 
 	cache sync.Map // seriesKey → *series
 }
@@ -52,6 +64,10 @@ func New(xdsConnected func() bool) *Metrics {
 			Help: "Configuration snapshots applied.",
 		}),
 	}
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_connections_rejected_total",
+		Help: "Connections refused by a listener, by listener and reason (overloaded: over its connection cap; fd_exhausted: accept failed for want of file descriptors).",
+	}, []string{"listener", "reason"})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "trellis_proxy_xds_connected",
 		Help: "1 while the xDS stream to the control plane is up.",
@@ -61,7 +77,7 @@ func New(xdsConnected func() bool) *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, connected)
+	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, connected)
 	return m
 }
 
@@ -102,3 +118,20 @@ func (m *Metrics) series(k seriesKey) *series {
 
 // ConfigUpdated counts one applied snapshot.
 func (m *Metrics) ConfigUpdated() { m.configUpdates.Inc() }
+
+// ConnectionsRejected is the counter of connections listener refused for
+// reason (ReasonOverloaded, ReasonFDExhausted). The series exists, at 0,
+// from this call on.
+func (m *Metrics) ConnectionsRejected(listener, reason string) prometheus.Counter {
+	return m.rejected.WithLabelValues(listener, reason)
+}
+
+// TrackOpenConnections registers trellis_proxy_connections_open for
+// listener: open is read at scrape time. Call it once per listener name.
+func (m *Metrics) TrackOpenConnections(listener string, open func() int64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "trellis_proxy_connections_open",
+		Help:        "Connections open on a listener, the ones handed to net/http and CONNECT tunnels included.",
+		ConstLabels: prometheus.Labels{"listener": listener},
+	}, func() float64 { return float64(open()) }))
+}

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -59,10 +60,42 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+func TestConnectionMetrics(t *testing.T) {
+	m := New(nil)
+	m.ConnectionsRejected(Gateway, ReasonOverloaded).Add(3)
+	m.ConnectionsRejected(Gateway, ReasonFDExhausted)
+	m.ConnectionsRejected(Inbound, ReasonOverloaded).Inc()
+	open := map[string]int64{Inbound: 2, Outbound: 5}
+	for _, l := range []string{Inbound, Outbound} {
+		m.TrackOpenConnections(l, func() int64 { return open[l] })
+	}
+	open[Outbound] = 7 // read at scrape time
+
+	fams := gather(t, m)
+	got := map[[2]string]float64{}
+	for _, s := range fams["trellis_proxy_connections_rejected_total"].GetMetric() {
+		l := labels(s)
+		got[[2]string{l["listener"], l["reason"]}] = s.GetCounter().GetValue()
+	}
+	want := map[[2]string]float64{{Gateway, ReasonOverloaded}: 3, {Gateway, ReasonFDExhausted}: 0, {Inbound, ReasonOverloaded}: 1}
+	if !maps.Equal(got, want) {
+		t.Errorf("connections_rejected_total = %v, want %v", got, want)
+	}
+	gotOpen := map[string]float64{}
+	for _, s := range fams["trellis_proxy_connections_open"].GetMetric() {
+		gotOpen[labels(s)["listener"]] = s.GetGauge().GetValue()
+	}
+	if wantOpen := map[string]float64{Inbound: 2, Outbound: 7}; !maps.Equal(gotOpen, wantOpen) {
+		t.Errorf("connections_open = %v, want %v", gotOpen, wantOpen)
+	}
+}
+
 // Metric names and help follow Prometheus conventions.
 func TestMetricNamesLint(t *testing.T) {
 	m := New(nil)
 	m.ObserveRequest(Gateway, "a", "b", 200, time.Millisecond)
+	m.ConnectionsRejected(Gateway, ReasonOverloaded).Inc()
+	m.TrackOpenConnections(Gateway, func() int64 { return 3 })
 	mfs, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
