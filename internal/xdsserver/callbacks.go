@@ -2,7 +2,6 @@ package xdsserver
 
 import (
 	"context"
-	"fmt"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -48,11 +47,17 @@ type streamState struct {
 type sentResponse struct{ nonce, version string }
 
 func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	if err := c.s.admit.Wait(ctx); err != nil {
+		return status.FromContextError(err).Err()
+	}
 	c.s.openStream(ctx, streamKey{false, id})
 	return nil
 }
 
 func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	if err := c.s.admit.Wait(ctx); err != nil {
+		return status.FromContextError(err).Err()
+	}
 	c.s.openStream(ctx, streamKey{true, id})
 	return nil
 }
@@ -113,37 +118,29 @@ func (s *Server) openStream(ctx context.Context, key streamKey) {
 }
 
 // onRequest binds the stream to its node on the first request (giving the
-// node the current snapshot and registering its instance), then records an
-// ACK or NACK if the request answers a response. For a NACK it returns the
-// version rejected, when known.
+// node the current snapshot), then records an ACK or NACK if the request
+// answers a response. For a NACK it returns the version rejected, when
+// known. A node ID held by a live stream of another connection is refused:
+// ids are listed by the API, and one process must not be able to take
+// another's status (or, with identities, its config).
 func (s *Server) onRequest(key streamKey, node *core.Node, typeURL, version, nonce string, nack *rpcstatus.Status) (rejected string, err error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	st := s.streams[key]
 	if st == nil { // cannot happen: open precedes requests
-		s.mu.Unlock()
 		return "", status.Error(codes.Internal, "unknown stream")
 	}
-	bound := false
 	if st.node == "" {
 		if node.GetId() == "" {
-			s.mu.Unlock()
 			return "", status.Error(codes.InvalidArgument, "the first request of a stream must carry node.id")
 		}
-		s.bindLocked(st, node)
-		bound = true
+		if holder, ok := s.bindLocked(st, node); !ok {
+			s.log.Warn("refused a second stream for a live node id", "node", node.GetId(), "peer", st.peer, "holder", holder)
+			return "", status.Errorf(codes.AlreadyExists,
+				"node id %q is held by a live stream from %s; a second process cannot take it over", node.GetId(), holder)
+		}
 	}
-	rejected = s.recordLocked(st, typeURL, version, nonce, nack)
-	id, ctx := st.node, st.ctx
-	s.mu.Unlock()
-
-	if !bound {
-		return rejected, nil
-	}
-	if err := s.reconcile(ctx, id); err != nil {
-		s.log.Warn("registering instance failed; closing stream", "node", id, "error", err)
-		return "", status.Error(codes.Unavailable, fmt.Sprintf("registering instance: %v", err))
-	}
-	return rejected, nil
+	return s.recordLocked(st, typeURL, version, nonce, nack), nil
 }
 
 func (s *Server) onResponse(key streamKey, typeURL, nonce, version string) {
@@ -155,23 +152,14 @@ func (s *Server) onResponse(key streamKey, typeURL, nonce, version string) {
 }
 
 // closeStream unbinds the stream; when it was its node's last, the node's
-// snapshot is dropped and its instance deregistered.
+// snapshot is dropped. Membership is not touched: it has a stream of its
+// own (internal/membership).
 func (s *Server) closeStream(key streamKey) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	st := s.streams[key]
 	delete(s.streams, key)
-	id := ""
 	if st != nil && st.node != "" {
-		id = st.node
-		s.unbindLocked(id)
-	}
-	s.mu.Unlock()
-	if id == "" {
-		return
-	}
-	// The stream's own context is done by now; deregistration needs none,
-	// and a re-registration (metadata changed) runs under the server's.
-	if err := s.reconcile(s.ctx, id); err != nil {
-		s.log.Warn("re-registering instance failed", "node", id, "error", err)
+		s.unbindLocked(st.node)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/meshxds"
 )
 
@@ -54,20 +53,25 @@ type TypeStatus struct {
 // announced on the newest of them.
 type nodeState struct {
 	status ProxyStatus
-	// inst is the instance to register for this node, nil when it is not a
-	// sidecar with a service and port.
-	inst *api.Instance
+	// conn is the remote address of the connection its streams come from:
+	// streams of one node share one connection.
+	conn string
 }
 
 // bindLocked attaches st to node, creating the node on its first stream.
 // A node's snapshot exists only while it is connected, so that the cache
-// holds nothing for proxies that are gone. s.mu must be held.
-func (s *Server) bindLocked(st *streamState, node *core.Node) {
+// holds nothing for proxies that are gone. A node bound to streams of
+// another connection is not taken: ok is false and holder names that
+// connection. s.mu must be held.
+func (s *Server) bindLocked(st *streamState, node *core.Node) (holder string, ok bool) {
 	id := node.GetId()
-	st.node = id
 	ns := s.nodes[id]
+	if ns != nil && ns.conn != st.peer {
+		return ns.conn, false
+	}
+	st.node = id
 	if ns == nil {
-		ns = &nodeState{status: ProxyStatus{ID: id, ConnectedSince: time.Now(), Types: map[string]TypeStatus{}}}
+		ns = &nodeState{conn: st.peer, status: ProxyStatus{ID: id, ConnectedSince: time.Now(), Types: map[string]TypeStatus{}}}
 		s.nodes[id] = ns
 		if s.pub != nil {
 			if err := s.cache.SetSnapshot(s.ctx, id, s.pub); err != nil {
@@ -82,9 +86,9 @@ func (s *Server) bindLocked(st *streamState, node *core.Node) {
 	ns.status.Role, ns.status.Service, ns.status.Version = meta.role, meta.service, meta.version
 	ns.status.Address, ns.status.Port, ns.status.Zone = meta.address, meta.port, meta.zone
 	ns.status.Peer = st.peer
-	ns.inst = meta.instance(id)
 	s.log.Info("proxy connected", "node", id, "role", meta.role, "service", meta.service,
 		"version", meta.version, "peer", st.peer, "streams", ns.status.Streams)
+	return "", true
 }
 
 // unbindLocked detaches one stream from node id. s.mu must be held.
@@ -209,13 +213,4 @@ func readPort(v *structpb.Value) int {
 		return 0
 	}
 	return int(p)
-}
-
-// instance is what a node registers: only a sidecar (a node without a role
-// counts as one) with a service and a port.
-func (m meta) instance(id string) *api.Instance {
-	if m.role != meshxds.RoleSidecar && m.role != "" || m.service == "" || m.port == 0 {
-		return nil
-	}
-	return &api.Instance{ID: id, Service: m.service, Version: m.version, Address: m.address, Port: m.port, Zone: m.zone}
 }

@@ -1,7 +1,9 @@
 // Package xdsserver serves the mesh's Envoy configuration to proxies over
 // ADS (state-of-the-world and delta) with go-control-plane, keeps one
-// snapshot per connected node, records what each node ACKed or rejected, and
-// registers the instance a connected sidecar announces.
+// snapshot per connected node, and records what each node ACKed or
+// rejected. The same gRPC server serves the membership service
+// (internal/membership), over which sidecars register their instances:
+// registration does not ride on the config stream.
 package xdsserver
 
 import (
@@ -19,28 +21,31 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	xds "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
-	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/membership"
 )
 
-// Registrar records the instance a connected sidecar announces; deregister
-// is called when its last stream closes.
-//
-// ctx bounds the Register call only (it is the announcing stream's
-// context); the registration lives until deregister is called. If Register
-// fails, the stream is closed with the error, so the proxy reconnects and
-// the registration is retried.
-type Registrar interface {
-	Register(ctx context.Context, inst api.Instance) (deregister func(), err error)
-}
+// Registrar records the instances that sidecars announce as ready on their
+// membership streams (internal/membership), which this server also serves.
+type Registrar = membership.Registrar
 
 // Config configures a Server.
 type Config struct {
-	Registrar Registrar    // may be nil: nothing is registered
+	Registrar Registrar    // may be nil: no membership service, nothing is registered
 	Logger    *slog.Logger // nil: slog.Default()
+	// AdmitRate bounds how many xDS streams per second may start; a stream
+	// over the rate waits. A control plane restart makes every proxy
+	// reconnect at once, and admitting them all together only makes every
+	// first response slower. 0 means DefaultAdmitRate; negative, no bound.
+	AdmitRate float64
 }
+
+// DefaultAdmitRate is the default Config.AdmitRate: 2,000 proxies are
+// admitted in 4 s, each getting its first config without waiting for all.
+const DefaultAdmitRate = 500
 
 // Keepalive: a proxy that vanishes without closing its TCP connection
 // (killed VM, cable pulled) is detected within Time+Timeout ≈ 8s, and then
@@ -52,10 +57,11 @@ const (
 
 // Server is the xDS server. Create it with New.
 type Server struct {
-	log   *slog.Logger
-	reg   Registrar
-	cache *sotwCache
-	grpc  *grpc.Server
+	log     *slog.Logger
+	members *membership.Server // nil without a Registrar
+	admit   *rate.Limiter
+	cache   *sotwCache
+	grpc    *grpc.Server
 
 	ctx    context.Context // ends at Stop; bounds stream processing
 	cancel context.CancelFunc
@@ -68,7 +74,6 @@ type Server struct {
 	pub     *published      // snap as it is served
 	streams map[streamKey]*streamState
 	nodes   map[string]*nodeState
-	regs    map[string]*registration
 }
 
 // New builds a Server; nothing is served until Serve.
@@ -81,12 +86,18 @@ func New(cfg Config) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		log:     logger,
-		reg:     cfg.Registrar,
 		ctx:     ctx,
 		cancel:  cancel,
 		streams: map[streamKey]*streamState{},
 		nodes:   map[string]*nodeState{},
-		regs:    map[string]*registration{},
+	}
+	switch {
+	case cfg.AdmitRate == 0:
+		s.admit = rate.NewLimiter(DefaultAdmitRate, DefaultAdmitRate)
+	case cfg.AdmitRate > 0:
+		s.admit = rate.NewLimiter(rate.Limit(cfg.AdmitRate), max(1, int(cfg.AdmitRate)))
+	default:
+		s.admit = rate.NewLimiter(rate.Inf, 0)
 	}
 	// The SnapshotCache's rules in ADS mode (hold EDS/RDS answers until the
 	// proxy names every resource of the snapshot, so ADS stays consistent),
@@ -109,6 +120,10 @@ func New(cfg Config) *Server {
 	clusterservice.RegisterClusterDiscoveryServiceServer(s.grpc, xdsServer)
 	routeservice.RegisterRouteDiscoveryServiceServer(s.grpc, xdsServer)
 	listenerservice.RegisterListenerDiscoveryServiceServer(s.grpc, xdsServer)
+	if cfg.Registrar != nil {
+		s.members = membership.NewServer(cfg.Registrar, logger)
+		s.members.Attach(s.grpc)
+	}
 	return s
 }
 
@@ -117,6 +132,14 @@ func New(cfg Config) *Server {
 func (s *Server) Serve(lis net.Listener) error {
 	s.log.Info("serving xDS", "address", lis.Addr().String())
 	return s.grpc.Serve(lis)
+}
+
+// Members lists the live membership streams (nil without a Registrar).
+func (s *Server) Members() []membership.Member {
+	if s.members == nil {
+		return nil
+	}
+	return s.members.Members()
 }
 
 // Stop closes every stream (deregistering every instance) and the listener.

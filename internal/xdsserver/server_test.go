@@ -2,7 +2,6 @@ package xdsserver
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/membership"
 	"trellis.dev/trellis/internal/meshxds"
 )
 
@@ -157,120 +157,84 @@ func TestDeltaReceivesConfigAndChanges(t *testing.T) {
 
 // fakeRegistrar records Register and deregister calls.
 type fakeRegistrar struct {
-	mu      sync.Mutex
-	active  map[string]api.Instance
-	calls   []string // "register <id>" / "deregister <id>"
-	failing bool
+	mu     sync.Mutex
+	active map[string]api.Instance
 }
 
 func (f *fakeRegistrar) Register(_ context.Context, inst api.Instance) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failing {
-		return nil, errors.New("registry down")
-	}
 	f.active[inst.ID] = inst
-	f.calls = append(f.calls, "register "+inst.ID)
 	return func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		delete(f.active, inst.ID)
-		f.calls = append(f.calls, "deregister "+inst.ID)
 	}, nil
 }
 
-func (f *fakeRegistrar) snapshot() (map[string]api.Instance, []string) {
+func (f *fakeRegistrar) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	active := map[string]api.Instance{}
-	for k, v := range f.active {
-		active[k] = v
-	}
-	return active, slices.Clone(f.calls)
+	return len(f.active)
 }
 
-func TestRegistrarFollowsStreams(t *testing.T) {
+// An ADS stream never registers an instance: membership has its own
+// stream, so config trouble cannot take an instance out of the mesh.
+func TestADSStreamDoesNotRegister(t *testing.T) {
 	reg := &fakeRegistrar{active: map[string]api.Instance{}}
 	s, addr := startServer(t, reg)
 	if err := s.Update(input("v1")); err != nil {
 		t.Fatal(err)
 	}
-
-	// The port arrives as a string here; as a number in the second stream.
-	n := sidecar(t, "reviews-1", "reviews", "v1", "15006")
-	first := newSotwClient(t, dial(t, addr), n, nil)
-	eventually(t, "registration", func() bool { a, _ := reg.snapshot(); return len(a) == 1 })
-	active, _ := reg.snapshot()
-	want := api.Instance{ID: "reviews-1", Service: "reviews", Version: "v1", Address: "10.1.2.3", Port: 15006, Zone: "zone-a"}
-	if active["reviews-1"] != want {
-		t.Errorf("registered %+v, want %+v", active["reviews-1"], want)
+	c := newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", "15006"), nil)
+	eventually(t, "config", func() bool { return c.version(resource.ClusterType) != "" })
+	if n := reg.count(); n != 0 {
+		t.Fatalf("the ADS stream registered %d instances", n)
 	}
-
-	// A second stream of the same node (here delta) does not register again,
-	// and closing the first one does not deregister.
-	secondConn := dial(t, addr)
-	newDeltaClient(t, secondConn, sidecar(t, "reviews-1", "reviews", "v1", 15006))
-	eventually(t, "second stream", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Streams == 2 })
-	first.cancel()
-	eventually(t, "first stream closed", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Streams == 1 })
-	if active, calls := reg.snapshot(); len(active) != 1 || len(calls) != 1 {
-		t.Fatalf("after closing one of two streams: active %v, calls %v", active, calls)
-	}
-
-	// The proxy dies: its connection breaks and it leaves at once.
-	secondConn.Close()
-	eventually(t, "deregistration", func() bool { a, _ := reg.snapshot(); return len(a) == 0 })
-	if _, calls := reg.snapshot(); !slices.Equal(calls, []string{"register reviews-1", "deregister reviews-1"}) {
-		t.Errorf("calls = %v", calls)
-	}
-	eventually(t, "node gone", func() bool { return len(s.Proxies()) == 0 })
-
-	// A gateway announces no instance.
-	newSotwClient(t, dial(t, addr), node(t, "gw", map[string]any{meshxds.MetaRole: meshxds.RoleGateway}), nil)
-	eventually(t, "gateway connected", func() bool { return len(s.Proxies()) == 1 })
-	if _, calls := reg.snapshot(); len(calls) != 2 {
-		t.Errorf("gateway caused registrar calls: %v", calls)
+	// The membership service is served on the same port.
+	mc := membership.NewClient(membership.ClientConfig{Addr: addr,
+		Instance: api.Instance{ID: "reviews-1", Service: "reviews", Version: "v1", Address: "127.0.0.1", Port: 15006}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go mc.Run(ctx)
+	mc.SetReady(true)
+	eventually(t, "registered over the membership stream", func() bool { return reg.count() == 1 })
+	if m := s.Members(); len(m) != 1 || m[0].ID != "reviews-1" {
+		t.Errorf("members = %v", m)
 	}
 }
 
-func TestRegisterFailureClosesStream(t *testing.T) {
-	reg := &fakeRegistrar{active: map[string]api.Instance{}, failing: true}
-	s, addr := startServer(t, reg)
-	c := newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
-	eventually(t, "stream closed", func() bool { return c.err() != nil })
-	if code := status.Code(c.err()); code != codes.Unavailable {
-		t.Errorf("stream ended with %v, want Unavailable", c.err())
+// A second connection claiming a live node id is refused; the first keeps
+// its stream and status, and the id is free once the first is gone.
+func TestSecondConnectionForLiveNodeRefused(t *testing.T) {
+	s, addr := startServer(t, nil)
+	if err := s.Update(input("v1")); err != nil {
+		t.Fatal(err)
 	}
-	eventually(t, "node gone", func() bool { return len(s.Proxies()) == 0 })
-}
+	firstConn := dial(t, addr)
+	newSotwClient(t, firstConn, sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
+	eventually(t, "first connected", func() bool { return len(s.Proxies()) == 1 })
+	firstPeer := s.Proxies()[0].Peer
 
-func TestStopDeregisters(t *testing.T) {
-	reg := &fakeRegistrar{active: map[string]api.Instance{}}
-	s, addr := startServer(t, reg)
-	newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
-	eventually(t, "registration", func() bool { a, _ := reg.snapshot(); return len(a) == 1 })
-	s.Stop()
-	if a, _ := reg.snapshot(); len(a) != 0 {
-		t.Errorf("still registered after Stop: %v", a)
+	thief := newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 6666), nil)
+	eventually(t, "second refused", func() bool { return thief.err() != nil })
+	if code := status.Code(thief.err()); code != codes.AlreadyExists {
+		t.Fatalf("second stream ended with %v, want AlreadyExists", thief.err())
 	}
-}
+	if p := s.Proxies(); len(p) != 1 || p[0].Peer != firstPeer || p[0].Port != 15006 || p[0].Streams != 1 {
+		t.Fatalf("proxies after the refused takeover: %+v", p)
+	}
 
-// A proxy restarted under the same ID with a new port connects before its
-// old stream has timed out: the newest announcement is registered.
-func TestReannounceReregisters(t *testing.T) {
-	reg := &fakeRegistrar{active: map[string]api.Instance{}}
-	s, addr := startServer(t, reg)
-	oldConn := dial(t, addr)
-	newSotwClient(t, oldConn, sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
-	eventually(t, "registration", func() bool { a, _ := reg.snapshot(); return a["reviews-1"].Port == 15006 })
+	// A second stream on the first's own connection is the same process.
+	newDeltaClient(t, firstConn, sidecar(t, "reviews-1", "reviews", "v1", 15006))
+	eventually(t, "second stream of the same connection", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Streams == 2 })
 
-	newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 15007), nil)
-	eventually(t, "re-registration", func() bool { a, _ := reg.snapshot(); return a["reviews-1"].Port == 15007 })
-
-	oldConn.Close() // the old stream finally breaks: the new registration stays
-	eventually(t, "old stream gone", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Streams == 1 })
-	if a, calls := reg.snapshot(); a["reviews-1"].Port != 15007 || len(calls) != 3 {
-		t.Errorf("active %v, calls %v", a, calls)
+	firstConn.Close()
+	eventually(t, "first gone", func() bool { return len(s.Proxies()) == 0 })
+	again := newSotwClient(t, dial(t, addr), sidecar(t, "reviews-1", "reviews", "v1", 6666), nil)
+	eventually(t, "the id is free again", func() bool { p := s.Proxies(); return len(p) == 1 && p[0].Port == 6666 })
+	if again.err() != nil {
+		t.Fatal(again.err())
 	}
 }
 
@@ -279,9 +243,6 @@ func TestReadMetaAddressFallsBackToPeer(t *testing.T) {
 	m := readMeta(n.Metadata, "192.0.2.7:51234")
 	if m.address != "192.0.2.7" {
 		t.Errorf("address = %q", m.address)
-	}
-	if inst := m.instance("x"); inst == nil || inst.Address != "192.0.2.7" || inst.Port != 8080 {
-		t.Errorf("instance = %+v (a node without a role counts as a sidecar)", inst)
 	}
 }
 
