@@ -19,8 +19,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"trellis.dev/trellis/internal/proxy/model"
 )
@@ -35,6 +37,8 @@ type Config struct {
 	// is called from Run's goroutine, one call at a time, and should return
 	// quickly (swap a pointer): responses wait while it runs.
 	OnUpdate func(*model.Snapshot)
+	// MaxRecvBytes bounds one response; 0 means gRPC's default, 4 MiB.
+	MaxRecvBytes int
 }
 
 // Timing. Variables, not constants, so that tests can shorten them.
@@ -114,7 +118,12 @@ func (c *Client) Run(ctx context.Context) error {
 			bo.reset()
 		}
 		delay := bo.next()
-		c.log.Warn("xDS stream ended, reconnecting", "addr", c.cfg.Addr, "error", err, "retry_in", delay)
+		if status.Code(err) == codes.ResourceExhausted {
+			c.log.Error("an xDS response is over this proxy's receive limit; keeping the last config",
+				"addr", c.cfg.Addr, "error", err, "limit_bytes", c.cfg.MaxRecvBytes, "retry_in", delay)
+		} else {
+			c.log.Warn("xDS stream ended, reconnecting", "addr", c.cfg.Addr, "error", err, "retry_in", delay)
+		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -134,9 +143,14 @@ func (e *permanentError) Error() string { return e.err.Error() }
 func (c *Client) runStream(ctx context.Context) (healthy bool, err error) {
 	// A connection per stream: our backoff alone decides when to retry,
 	// instead of stacking it on gRPC's reconnect backoff (up to 120s).
-	conn, err := grpc.NewClient(c.cfg.Addr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepaliveParams))
+		grpc.WithKeepaliveParams(keepaliveParams),
+	}
+	if c.cfg.MaxRecvBytes > 0 {
+		opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.cfg.MaxRecvBytes)))
+	}
+	conn, err := grpc.NewClient(c.cfg.Addr, opts...)
 	if err != nil {
 		return false, &permanentError{fmt.Errorf("xdsclient: %w", err)}
 	}

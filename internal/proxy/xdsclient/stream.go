@@ -2,6 +2,8 @@ package xdsclient
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"slices"
 	"time"
@@ -61,6 +63,10 @@ func (s *session) run(ctx context.Context) error {
 		}
 	}
 	if err := s.flush(); err != nil {
+		if errors.Is(err, io.EOF) {
+			// Send says only EOF when the stream failed; Recv has why.
+			_, err = s.stream.Recv()
+		}
 		return err
 	}
 
@@ -92,6 +98,16 @@ func (s *session) run(ctx context.Context) error {
 			return err
 		}
 		if err := s.flush(); err != nil {
+			if errors.Is(err, io.EOF) {
+				// Send says only EOF when the stream failed (a response
+				// over the receive limit, the server gone); the receiving
+				// goroutine gets the real status.
+				select {
+				case rerr := <-recvErr:
+					return rerr
+				case <-time.After(time.Second):
+				}
+			}
 			return err
 		}
 	}
