@@ -626,7 +626,7 @@ func TestFourThousandInstancesOneLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRegistry(t, DefaultTTL)
-	const n, workers = 4000, 64
+	const n, workers = 4000, 256
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range workers {
