@@ -38,6 +38,10 @@ func newControlCmd() *cobra.Command {
 	cmd.Flags().StringVar(&etcd, "etcd", "", "external etcd endpoints, comma-separated (default: embedded etcd)")
 	cmd.Flags().StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:15000", "HTTP API address")
 	cmd.Flags().StringVar(&cfg.XDSAddr, "xds-addr", "127.0.0.1:15010", "xDS (gRPC) address")
+	cmd.Flags().StringSliceVar(&cfg.AllowedHosts, "allowed-hosts", nil,
+		"extra Host names the HTTP API answers, comma-separated (always: localhost, loopback addresses, the --http-addr host)")
+	cmd.Flags().StringSliceVar(&cfg.AllowedOrigins, "allowed-origins", nil,
+		"browser origins (scheme://host[:port]) allowed to call the HTTP API, comma-separated (default: none but its own)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx, stop := signalContext(cmd.Context())
 		defer stop()

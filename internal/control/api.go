@@ -30,7 +30,7 @@ var collections = map[string]string{
 	"routes": api.KindRoute,
 }
 
-func newAPI(st *store.Store, reg *registry.Registry, xds proxyView, log *slog.Logger) http.Handler {
+func newAPI(st *store.Store, reg *registry.Registry, xds proxyView, log *slog.Logger, gc guardConfig) (http.Handler, error) {
 	a := &apiHandler{store: st, reg: reg, xds: xds, log: log.With("component", "api")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/apply", a.apply)
@@ -48,7 +48,7 @@ func newAPI(st *store.Store, reg *registry.Registry, xds proxyView, log *slog.Lo
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
-	return jsonErrors(mux)
+	return newGuard(mux, gc)
 }
 
 // list is the shape of every collection answer.

@@ -52,30 +52,24 @@ func (a *apiHandler) writeErr(w http.ResponseWriter, r *http.Request, err error)
 	writeError(w, status, err.Error())
 }
 
-// jsonErrors turns the mux's own plain-text 404 and 405 answers into JSON
+// answerUnmatched answers a request no pattern of mux matches, with the
+// handler mux chose for it (h): its plain-text 404 and 405 become JSON
 // errors, keeping the Allow header of a 405.
-func jsonErrors(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
-		if pattern != "" {
-			mux.ServeHTTP(w, r) // ServeHTTP, not h: it sets r.PathValue
-			return
-		}
-		rec := &statusRecorder{header: http.Header{}}
-		h.ServeHTTP(rec, r)
-		if rec.status != http.StatusNotFound && rec.status != http.StatusMethodNotAllowed {
-			mux.ServeHTTP(w, r) // a redirect to the clean path, say: let the mux answer
-			return
-		}
-		if allow := rec.header.Get("Allow"); allow != "" {
-			w.Header().Set("Allow", allow)
-		}
-		msg := "no such API endpoint: " + r.Method + " " + r.URL.Path
-		if rec.status == http.StatusMethodNotAllowed {
-			msg = "method " + r.Method + " not allowed on " + r.URL.Path
-		}
-		writeError(w, rec.status, msg)
-	})
+func answerUnmatched(w http.ResponseWriter, r *http.Request, mux *http.ServeMux, h http.Handler) {
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	if rec.status != http.StatusNotFound && rec.status != http.StatusMethodNotAllowed {
+		mux.ServeHTTP(w, r) // a redirect to the clean path, say: let the mux answer
+		return
+	}
+	if allow := rec.header.Get("Allow"); allow != "" {
+		w.Header().Set("Allow", allow)
+	}
+	msg := "no such API endpoint: " + r.Method + " " + r.URL.Path
+	if rec.status == http.StatusMethodNotAllowed {
+		msg = "method " + r.Method + " not allowed on " + r.URL.Path
+	}
+	writeError(w, rec.status, msg)
 }
 
 // statusRecorder captures the status a handler writes, discarding the body.

@@ -63,6 +63,9 @@ func call(t *testing.T, s *Server, method, path, body string) answer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if method == "POST" || method == "PUT" || method == "PATCH" {
+		req.Header.Set("Content-Type", "application/yaml") // as the CLI sends
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)

@@ -38,6 +38,16 @@ type Config struct {
 	HTTPAddr string   // default DefaultHTTPAddr; ":0" ports allowed
 	XDSAddr  string   // default DefaultXDSAddr; ":0" ports allowed
 	Logger   *slog.Logger
+
+	// AllowedHosts are Host names the HTTP API answers besides localhost,
+	// loopback addresses and the host of HTTPAddr (any IP address when
+	// HTTPAddr is 0.0.0.0 or [::]). Other Hosts get 421: a page whose
+	// name is rebound to this machine cannot call the API.
+	AllowedHosts []string
+	// AllowedOrigins are browser origins (scheme://host[:port]) that may
+	// call the HTTP API, with CORS. A request with any other Origin header
+	// than the API's own gets 403.
+	AllowedOrigins []string
 }
 
 // Server is a running control plane.
@@ -97,6 +107,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("control: xDS: %w", err)
 	}
 	cleanup = append(cleanup, func() { s.xdsLis.Close() })
+	gc := guardConfig{
+		listenAddr: cfg.HTTPAddr, boundAddr: s.httpLis.Addr().String(),
+		allowedHosts: cfg.AllowedHosts, allowedOrigins: cfg.AllowedOrigins,
+	}
+	if _, err := newGuard(nil, gc); err != nil { // a bad list fails before etcd starts
+		return nil, fmt.Errorf("control: HTTP API: %w", err)
+	}
 
 	if s.store, err = store.Open(ctx, store.Config{DataDir: cfg.DataDir, Endpoints: cfg.Etcd, Logger: log}); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
@@ -106,6 +123,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cleanup = append(cleanup, s.reg.Close)
 	s.xds = xdsserver.New(xdsserver.Config{Registrar: s.reg, Logger: log})
 	cleanup = append(cleanup, s.xds.Stop)
+	handler, err := newAPI(s.store, s.reg, s.xds, log, gc)
+	if err != nil {
+		return nil, fmt.Errorf("control: HTTP API: %w", err)
+	}
 
 	// Publish what is stored before any proxy can connect, so the first
 	// proxy gets the current config rather than an empty one.
@@ -119,11 +140,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	signals := s.store.Watch(runCtx)
 	s.wg.Go(func() { agg.run(runCtx, signals) })
 
-	s.http = &http.Server{
-		Handler:           newAPI(s.store, s.reg, s.xds, log),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.With("component", "api").Handler(), slog.LevelWarn),
-	}
+	s.http = newHTTPServer(handler, defaultHTTPLimits, log)
 	s.wg.Go(func() {
 		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.fail(fmt.Errorf("HTTP API stopped: %w", err))
