@@ -3,6 +3,7 @@ package proxy
 import (
 	"time"
 
+	"trellis.dev/trellis/internal/membership"
 	"trellis.dev/trellis/internal/proxy/model"
 )
 
@@ -17,7 +18,10 @@ type configDump struct {
 	Ready     bool              `json:"ready"`
 	NotReady  string            `json:"notReady,omitempty"`
 	XDS       xdsDump           `json:"xds"`
-	Snapshot  *model.Snapshot   `json:"snapshot"`
+	// Membership: whether the app is ready and the instance registered
+	// (sidecars with an app only).
+	Membership *membership.Status `json:"membership,omitempty"`
+	Snapshot   *model.Snapshot    `json:"snapshot"`
 }
 
 type xdsDump struct {
@@ -68,6 +72,9 @@ func (p *Proxy) configDump() configDump {
 	}
 	if n := st.LastNACK; n != nil {
 		d.XDS.LastNACK = &nackDump{TypeURL: n.TypeURL, Version: n.Version, Nonce: n.Nonce, Error: n.Error, At: n.At}
+	}
+	if ms, ok := p.membershipStatus(); ok {
+		d.Membership = &ms
 	}
 	p.mu.Lock()
 	for _, l := range p.listeners {

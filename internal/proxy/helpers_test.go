@@ -11,11 +11,13 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"trellis.dev/trellis/internal/membership"
 	"trellis.dev/trellis/internal/meshxds"
 	"trellis.dev/trellis/internal/proxy/model"
 	"trellis.dev/trellis/internal/proxy/xdsclient"
@@ -42,6 +44,52 @@ func (f *fakeSource) Run(ctx context.Context) error {
 
 func (f *fakeSource) Status() xdsclient.Status { return f.status }
 
+// fakeMember stands in for the membership client: it records what the
+// proxy announces.
+type fakeMember struct {
+	cfg membership.ClientConfig
+	mu  sync.Mutex
+	st  membership.Status
+	log []bool // every SetReady value that changed the state
+}
+
+func newFakeMember(cfg membership.ClientConfig) *fakeMember { return &fakeMember{cfg: cfg} }
+
+func (f *fakeMember) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+func (f *fakeMember) SetReady(ready bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.st.Left {
+		ready = false
+	}
+	if ready != f.st.Ready {
+		f.log = append(f.log, ready)
+	}
+	f.st.Ready, f.st.Registered = ready, ready
+}
+
+func (f *fakeMember) Leave(context.Context) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.st.Ready {
+		f.log = append(f.log, false)
+	}
+	f.st.Left, f.st.Ready, f.st.Registered = true, false, false
+}
+
+func (f *fakeMember) Status() membership.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st
+}
+
+func (f *fakeMember) changes() []bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.log)
+}
+
 // startProxy starts a proxy with a fake config source and, when snap is not
 // nil, that snapshot. It is shut down when the test ends.
 func startProxy(tb testing.TB, cfg Config, snap *model.Snapshot) (*Proxy, *fakeSource) {
@@ -55,6 +103,7 @@ func startProxy(tb testing.TB, cfg Config, snap *model.Snapshot) (*Proxy, *fakeS
 	}
 	src := newFakeSource()
 	p.newSource = func(nodeInfo) configSource { return src }
+	p.newMember = func(cfg membership.ClientConfig) memberClient { return newFakeMember(cfg) }
 	if snap != nil {
 		p.setSnapshot(snap)
 	}

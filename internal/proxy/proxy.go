@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"trellis.dev/trellis/internal/membership"
 	"trellis.dev/trellis/internal/meshxds"
 	"trellis.dev/trellis/internal/proxy/admin"
 	"trellis.dev/trellis/internal/proxy/balancer"
@@ -57,6 +58,11 @@ type Proxy struct {
 	adminAddr string
 	xdsCancel context.CancelFunc
 	xdsDone   chan struct{}
+
+	newMember    func(membership.ClientConfig) memberClient // tests replace it
+	member       memberClient                               // nil without an app
+	memberCancel context.CancelFunc
+	memberDone   chan struct{}
 
 	bound        atomic.Bool
 	shuttingDown atomic.Bool
@@ -106,13 +112,16 @@ func New(cfg Config) (*Proxy, error) {
 		}})
 	}
 	p.newSource = p.newXDSClient
+	p.newMember = newMembershipClient
 	return p, nil
 }
 
 // Start binds every listener, starts serving, and starts the xDS client. It
 // returns once the listeners are bound; Ready says when the first
-// configuration is applied too. ctx bounds the xDS client: when it ends, the
-// ADS stream closes (and the control plane deregisters this instance).
+// configuration is applied too. A sidecar with an app also starts probing
+// the app and registers its instance while the app is ready. ctx bounds
+// the xDS client and the membership stream: when it ends, both close (and
+// the control plane deregisters this instance).
 func (p *Proxy) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -148,6 +157,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 			p.log.Error("xDS client stopped", "error", err)
 		}
 	}()
+	p.startMembership(ctx, inboundPort)
 	p.log.Info("proxy started", "role", p.cfg.Role, "control", p.cfg.ControlAddr,
 		"inbound", p.addrOfLocked(stats.Inbound), "outbound", p.addrOfLocked(stats.Outbound),
 		"gateway", p.addrOfLocked(stats.Gateway), "admin", p.adminAddr)

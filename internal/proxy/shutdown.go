@@ -6,29 +6,20 @@ import (
 	"sync"
 )
 
-// Leave closes the xDS stream, so the control plane deregisters this
-// instance and pushes peers a config without it, and keeps serving with the
-// last config: requests that peers send before that push arrives are still
-// answered (trellis run drains this way before it stops the app). It
-// returns when the stream is closed or ctx ends. Shutdown still follows.
+// Leave takes this instance out of the mesh — the control plane
+// deregisters it and pushes peers a config without it — and keeps serving,
+// with its config still followed: requests that peers send before that push
+// arrives are still answered, and the app's own calls still work (trellis
+// run drains this way before it stops the app). It returns once the control
+// plane confirmed the instance left, or ctx ends. Shutdown still follows.
 func (p *Proxy) Leave(ctx context.Context) {
-	p.mu.Lock()
-	xdsCancel, xdsDone := p.xdsCancel, p.xdsDone
-	p.mu.Unlock()
-	if xdsCancel == nil {
-		return
-	}
-	p.log.Info("leaving the mesh: xDS stream closed, still serving")
-	xdsCancel()
-	select {
-	case <-xdsDone:
-	case <-ctx.Done():
-	}
+	p.log.Info("leaving the mesh, still serving")
+	p.leaveMesh(ctx)
 }
 
 // Shutdown stops the proxy without dropping what is in flight. First it
-// closes the xDS stream, so the control plane deregisters this instance and
-// peers stop sending to it; then it stops accepting and lets requests in
+// leaves the mesh (the control plane deregisters this instance and peers
+// stop sending to it) and closes its streams; then it stops accepting and lets requests in
 // flight finish until ctx ends; what is still open then (including CONNECT
 // tunnels) is closed.
 func (p *Proxy) Shutdown(ctx context.Context) error {
@@ -42,6 +33,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	xdsCancel, xdsDone := p.xdsCancel, p.xdsDone
 	p.mu.Unlock()
 
+	p.leaveMesh(ctx)
+	p.stopMembership(ctx)
 	if xdsCancel != nil {
 		xdsCancel()
 		select {

@@ -28,6 +28,8 @@ func (p *Proxy) newXDSClient(n nodeInfo) configSource {
 		Node:     n.Node,
 		Logger:   p.cfg.Logger.With("node", p.nodeID),
 		OnUpdate: p.setSnapshot,
+		// Checked by withDefaults; always set.
+		MaxRecvBytes: p.cfg.XDSMaxRecvBytes,
 	})
 }
 
