@@ -32,7 +32,17 @@ type Config struct {
 	// NodeID names this proxy to the control plane. Default
 	// "<service>.<version>.<random>" or "gateway.<random>".
 	NodeID string
-	Logger *slog.Logger
+	// ReadyPath, when set, is an HTTP path on the app that must answer
+	// 2xx or 3xx before the instance is registered (and keep answering so
+	// to stay registered). Without it (and without ReadyGRPC) the app is
+	// ready once it accepts connections on AppPort.
+	ReadyPath string
+	// ReadyGRPC: the app must answer the standard gRPC health check
+	// (grpc.health.v1, service "") with SERVING.
+	ReadyGRPC bool
+	// XDSMaxRecvBytes bounds one xDS response. Default 64 MiB.
+	XDSMaxRecvBytes int
+	Logger          *slog.Logger
 }
 
 // Defaults.
@@ -41,6 +51,11 @@ const (
 	DefaultGatewayAddr = "127.0.0.1:8080"
 	DefaultAdminAddr   = "127.0.0.1:0"
 	DefaultControlAddr = "127.0.0.1:15010"
+
+	// DefaultXDSMaxRecvBytes is well over what a scoped proxy needs and
+	// 16 times gRPC's default of 4 MiB, which the whole mesh's endpoints
+	// passed at ~3,300 services.
+	DefaultXDSMaxRecvBytes = 64 << 20
 )
 
 // ConfigError names the Config field that is wrong.
@@ -71,6 +86,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.XDSMaxRecvBytes == 0 {
+		c.XDSMaxRecvBytes = DefaultXDSMaxRecvBytes
+	}
+	if c.XDSMaxRecvBytes < 1<<20 {
+		return c, badField("XDSMaxRecvBytes", "%d is under 1 MiB", c.XDSMaxRecvBytes)
+	}
+	if c.ReadyPath != "" && c.ReadyPath[0] != '/' {
+		return c, badField("ReadyPath", "%q must start with '/'", c.ReadyPath)
+	}
+	if c.ReadyPath != "" && c.ReadyGRPC {
+		return c, badField("ReadyGRPC", "choose an HTTP (ReadyPath) or a gRPC readiness check, not both")
 	}
 
 	switch c.Role {
