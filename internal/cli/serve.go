@@ -42,6 +42,8 @@ func newControlCmd() *cobra.Command {
 		"extra Host names the HTTP API answers, comma-separated (always: localhost, loopback addresses, the --http-addr host)")
 	cmd.Flags().StringSliceVar(&cfg.AllowedOrigins, "allowed-origins", nil,
 		"browser origins (scheme://host[:port]) allowed to call the HTTP API, comma-separated (default: none but its own)")
+	cmd.Flags().IntVar(&cfg.MaxRouteConfigBytes, "max-route-config-bytes", control.DefaultMaxRouteConfigBytes,
+		"largest route configuration (and total of each other xDS type) an apply may make; proxies accept 4 MiB")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx, stop := signalContext(cmd.Context())
 		defer stop()
@@ -68,6 +70,9 @@ func newControlCmd() *cobra.Command {
 type proxyFlags struct {
 	service, version, zone, address, admin, control string
 	inbound, outbound                               int
+	readyPath                                       string
+	readyGRPC                                       bool
+	xdsMaxRecv                                      int
 }
 
 func (f *proxyFlags) register(cmd *cobra.Command) {
@@ -79,6 +84,11 @@ func (f *proxyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.outbound, "outbound-port", 0, "outbound listener port on 127.0.0.1 (0: pick a free one)")
 	cmd.Flags().StringVar(&f.admin, "admin-addr", "", "admin address (default: a free port on 127.0.0.1)")
 	cmd.Flags().StringVar(&f.control, "control", envOr("TRELLIS_CONTROL", "127.0.0.1:15010"), "control plane xDS address (env TRELLIS_CONTROL)")
+	cmd.Flags().StringVar(&f.readyPath, "ready-path", "",
+		"HTTP path on the app that must answer 2xx/3xx before the instance takes traffic (default: the app's port accepting connections)")
+	cmd.Flags().BoolVar(&f.readyGRPC, "ready-grpc", false,
+		"the app must answer the gRPC health check (grpc.health.v1) with SERVING before the instance takes traffic")
+	cmd.Flags().IntVar(&f.xdsMaxRecv, "xds-max-recv-bytes", proxy.DefaultXDSMaxRecvBytes, "largest xDS response this proxy accepts")
 }
 
 func newProxyCmd() *cobra.Command {
@@ -99,6 +109,7 @@ func newProxyCmd() *cobra.Command {
 			Role: meshxds.RoleSidecar, Service: f.service, Version: f.version, Zone: f.zone,
 			Address: f.address, AppPort: appPort, InboundPort: f.inbound, OutboundPort: f.outbound,
 			AdminAddr: f.admin, ControlAddr: f.control,
+			ReadyPath: f.readyPath, ReadyGRPC: f.readyGRPC, XDSMaxRecvBytes: f.xdsMaxRecv,
 		})
 	}
 	return cmd
@@ -165,6 +176,7 @@ func newRunCmd() *cobra.Command {
 		code, err := run.Run(cmd.Context(), run.Config{
 			Service: f.service, Version: f.version, Zone: f.zone, Port: port, Address: f.address,
 			InboundPort: f.inbound, OutboundPort: f.outbound, AdminAddr: f.admin, Control: f.control,
+			ReadyPath: f.readyPath, ReadyGRPC: f.readyGRPC, XDSMaxRecvBytes: f.xdsMaxRecv,
 			Drain: drain, Args: args, Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
 			Logger: logger(cmd),
 		})

@@ -1,12 +1,15 @@
 package control
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/registry"
 	"trellis.dev/trellis/internal/store"
+	"trellis.dev/trellis/internal/translate"
 	"trellis.dev/trellis/internal/xdsserver"
 )
 
@@ -22,6 +25,17 @@ type apiHandler struct {
 	reg   *registry.Registry
 	xds   proxyView
 	log   *slog.Logger
+	sizer *applySizer
+	// applyMu makes the size check and the store's write of an apply one
+	// step for the applies of this process. Two control planes sharing an
+	// etcd can still both pass the check and together cross the limit.
+	applyMu sync.Mutex
+}
+
+// apiConfig configures the HTTP API.
+type apiConfig struct {
+	guard               guardConfig
+	maxRouteConfigBytes int // 0: DefaultMaxRouteConfigBytes
 }
 
 // collections maps each resource kind's URL collection to its kind. A new
@@ -30,8 +44,15 @@ var collections = map[string]string{
 	"routes": api.KindRoute,
 }
 
-func newAPI(st *store.Store, reg *registry.Registry, xds proxyView, log *slog.Logger, gc guardConfig) (http.Handler, error) {
+func newAPI(st *store.Store, reg *registry.Registry, xds proxyView, log *slog.Logger, cfg apiConfig) (http.Handler, error) {
+	if cfg.maxRouteConfigBytes == 0 {
+		cfg.maxRouteConfigBytes = DefaultMaxRouteConfigBytes
+	}
 	a := &apiHandler{store: st, reg: reg, xds: xds, log: log.With("component", "api")}
+	a.sizer = &applySizer{
+		read:  func(ctx context.Context) (translate.Input, error) { return readInput(ctx, st, reg) },
+		limit: cfg.maxRouteConfigBytes,
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/apply", a.apply)
 	for coll, kind := range collections {
@@ -48,7 +69,7 @@ func newAPI(st *store.Store, reg *registry.Registry, xds proxyView, log *slog.Lo
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
-	return newGuard(mux, gc)
+	return newGuard(mux, cfg.guard)
 }
 
 // list is the shape of every collection answer.

@@ -155,6 +155,12 @@ func TestAPIGuardDefaults(t *testing.T) {
 // configuration (and limits) on a fresh loopback port.
 func startGuarded(t *testing.T, gc guardConfig, lim httpLimits) string {
 	t.Helper()
+	return startAPI(t, gc, lim, 0)
+}
+
+// startAPI is startGuarded with a route configuration limit (0: default).
+func startAPI(t *testing.T, gc guardConfig, lim httpLimits, maxRC int) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +168,7 @@ func startGuarded(t *testing.T, gc guardConfig, lim httpLimits) string {
 	if gc.boundAddr == "" {
 		gc.boundAddr = lis.Addr().String()
 	}
-	h, err := newAPI(shared.store, shared.reg, shared.xds, discard(), gc)
+	h, err := newAPI(shared.store, shared.reg, shared.xds, discard(), apiConfig{guard: gc, maxRouteConfigBytes: maxRC})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ type deletedAnswer[T any] struct {
 }
 
 // apply decodes one or more YAML/JSON documents and stores them in one
-// transaction: any decode, validation or store error stores nothing.
+// transaction: any decode, validation, size or store error stores nothing.
 func (a *apiHandler) apply(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxApplyBytes))
 	if err != nil {
@@ -44,6 +44,12 @@ func (a *apiHandler) apply(w http.ResponseWriter, r *http.Request) {
 	resources, err := api.Decode(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	if err := a.sizer.check(r.Context(), resources); err != nil {
+		a.writeErr(w, r, err)
 		return
 	}
 	results, err := a.store.Apply(r.Context(), resources)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"trellis.dev/trellis/internal/store"
@@ -15,7 +16,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrInvalid):
+	case errors.Is(err, store.ErrInvalid), errors.As(err, new(*refusedError)):
 		return http.StatusBadRequest
 	case errors.Is(err, store.ErrConflict):
 		return http.StatusConflict
@@ -24,6 +25,14 @@ func statusOf(err error) int {
 	}
 	return http.StatusInternalServerError
 }
+
+// refusedError is a request this package refuses as written (400), its
+// message the whole answer.
+type refusedError struct{ msg string }
+
+func (e *refusedError) Error() string { return e.msg }
+
+func refused(format string, args ...any) error { return &refusedError{fmt.Sprintf(format, args...)} }
 
 // errorBody is every error answer: {"error": "..."}.
 type errorBody struct {

@@ -48,6 +48,10 @@ type Config struct {
 	// call the HTTP API, with CORS. A request with any other Origin header
 	// than the API's own gets 403.
 	AllowedOrigins []string
+	// MaxRouteConfigBytes bounds what an apply may make of the xDS
+	// configuration every proxy receives: the route configuration, and the
+	// total of each other resource type. 0: DefaultMaxRouteConfigBytes.
+	MaxRouteConfigBytes int
 }
 
 // Server is a running control plane.
@@ -114,6 +118,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if _, err := newGuard(nil, gc); err != nil { // a bad list fails before etcd starts
 		return nil, fmt.Errorf("control: HTTP API: %w", err)
 	}
+	if cfg.MaxRouteConfigBytes < 0 {
+		return nil, fmt.Errorf("control: MaxRouteConfigBytes %d is negative", cfg.MaxRouteConfigBytes)
+	}
 
 	if s.store, err = store.Open(ctx, store.Config{DataDir: cfg.DataDir, Endpoints: cfg.Etcd, Logger: log}); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
@@ -123,7 +130,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cleanup = append(cleanup, s.reg.Close)
 	s.xds = xdsserver.New(xdsserver.Config{Registrar: s.reg, Logger: log})
 	cleanup = append(cleanup, s.xds.Stop)
-	handler, err := newAPI(s.store, s.reg, s.xds, log, gc)
+	handler, err := newAPI(s.store, s.reg, s.xds, log, apiConfig{guard: gc, maxRouteConfigBytes: cfg.MaxRouteConfigBytes})
 	if err != nil {
 		return nil, fmt.Errorf("control: HTTP API: %w", err)
 	}
