@@ -33,7 +33,12 @@ type Config struct {
 	OutboundPort int
 	AdminAddr    string
 	Control      string
-	ReadyTimeout time.Duration
+	// ReadyPath / ReadyGRPC: the app's readiness check (proxy.Config);
+	// the instance is registered only while it passes.
+	ReadyPath       string
+	ReadyGRPC       bool
+	XDSMaxRecvBytes int
+	ReadyTimeout    time.Duration
 	// Drain is how long the pod keeps serving after it left the mesh on
 	// SIGTERM, before the app gets the signal: peers stop sending to it
 	// once the control plane's push without it reaches them. 0: the app
@@ -58,17 +63,20 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	proxy.SetRuntimeDefaults()               // GC tuned for a proxy (docs/performance.md)
 	proxy.ReleaseExecutablePages(cfg.Logger) // idle memory (docs/performance.md)
 	p, err := proxy.New(proxy.Config{
-		Role:         meshxds.RoleSidecar,
-		Service:      cfg.Service,
-		Version:      cfg.Version,
-		Zone:         cfg.Zone,
-		Address:      cfg.Address,
-		AppPort:      cfg.Port,
-		InboundPort:  cfg.InboundPort,
-		OutboundPort: cfg.OutboundPort,
-		AdminAddr:    cfg.AdminAddr,
-		ControlAddr:  cfg.Control,
-		Logger:       cfg.Logger,
+		Role:            meshxds.RoleSidecar,
+		Service:         cfg.Service,
+		Version:         cfg.Version,
+		Zone:            cfg.Zone,
+		Address:         cfg.Address,
+		AppPort:         cfg.Port,
+		InboundPort:     cfg.InboundPort,
+		OutboundPort:    cfg.OutboundPort,
+		AdminAddr:       cfg.AdminAddr,
+		ControlAddr:     cfg.Control,
+		ReadyPath:       cfg.ReadyPath,
+		ReadyGRPC:       cfg.ReadyGRPC,
+		XDSMaxRecvBytes: cfg.XDSMaxRecvBytes,
+		Logger:          cfg.Logger,
 	})
 	if err != nil {
 		return 0, err
