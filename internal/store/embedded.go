@@ -5,13 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
@@ -29,19 +26,40 @@ const readyTimeout = 60 * time.Second
 type embedded struct {
 	etcd      *embed.Etcd
 	clientURL string
-	logFile   *fileutil.LockedFile
+	// tempDir holds the socket when the data dir's path is too long for
+	// one; removed on close. Empty otherwise.
+	tempDir string
+	logFile *fileutil.LockedFile
 	// stopping mutes etcd's console logging: a normal stop makes etcd log
 	// its closed listeners as errors ("setting up serving ... failed").
 	// They still reach etcd.log.
 	stopping *atomic.Bool
 }
 
-// startEmbedded starts etcd in dataDir/etcd on two free loopback ports.
+// The client socket is DataDir/socket/etcd.sock; the directory is 0700.
+const (
+	socketDirName = "socket"
+	socketName    = "etcd.sock"
+	// maxSocketPath is the longest socket path every Unix takes: sun_path
+	// is 108 bytes on Linux and 104 on macOS and the BSDs, with its NUL.
+	maxSocketPath = 103
+)
+
+// noPeerURL is the peer URL the single member advertises. etcd listens on
+// no peer address at all: a single-member cluster never dials one, and
+// an open peer port would take raft messages (writes) from any local
+// process. etcd cannot listen for peers on a Unix socket in a directory
+// (it takes the socket path from the URL's host, which holds no "/").
+var noPeerURL = url.URL{Scheme: "unix", Host: "trellis-single-member-no-peer"}
+
+// startEmbedded starts etcd in dataDir/etcd, serving its clients on a Unix
+// socket in dataDir/socket (mode 0700), and nothing else: no TCP port, no
+// peer listener. Only this user (and root) can reach it, so no other local
+// process can write keys past the API's validation.
 //
-// It never uses etcd's default ports 2379/2380: several control planes,
-// parallel tests and a real etcd must be able to share one machine. The
-// ports are found by binding :0 and releasing it, so another process can take
-// one in between; a bind failure is retried with fresh ports.
+// When dataDir's path is too long for a socket path (about 100 bytes), the
+// socket is put in a fresh 0700 directory under the system's temporary
+// directory instead, removed when etcd stops.
 //
 // etcd logs errors to log (component "etcd") and warnings and above to
 // dataDir/etcd.log, so its chatter stays out of the console.
@@ -65,43 +83,78 @@ func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embe
 	stopping := new(atomic.Bool)
 	zl := etcdLogger(log.With("component", "etcd"), logFile, stopping)
 
-	const attempts = 3
-	for i := 1; ; i++ {
-		ports, err := freePorts(2)
-		if err != nil {
-			logFile.Close()
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		e, err := startEtcd(ctx, filepath.Join(dataDir, "etcd"), ports[0], ports[1], zl)
-		if err == nil {
-			e.logFile, e.stopping = logFile, stopping
-			return e, nil
-		}
-		if i == attempts || !isAddrInUse(err) {
-			logFile.Close()
-			return nil, fmt.Errorf("store: starting embedded etcd in %s: %w", dataDir, err)
-		}
-		log.Warn("etcd port taken between choosing and binding it, retrying", "component", "store", "err", err)
+	sock, tempDir, err := socketPath(dataDir)
+	if err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("store: %w", err)
 	}
+	if tempDir != "" {
+		log.Info("data dir path too long for a Unix socket; etcd's socket is in a temporary directory",
+			"component", "store", "socket", sock)
+	}
+	e, err := startEtcd(ctx, filepath.Join(dataDir, "etcd"), sock, zl)
+	if err != nil {
+		logFile.Close()
+		if tempDir != "" {
+			os.RemoveAll(tempDir)
+		}
+		return nil, fmt.Errorf("store: starting embedded etcd in %s: %w", dataDir, err)
+	}
+	e.logFile, e.stopping, e.tempDir = logFile, stopping, tempDir
+	return e, nil
 }
 
-// startEtcd starts etcd in dir on the given loopback ports and waits until
-// it serves.
-func startEtcd(ctx context.Context, dir, clientPort, peerPort string, zl *zap.Logger) (*embedded, error) {
-	clientURL := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", clientPort)}
-	peerURL := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", peerPort)}
+// socketPath returns the path of etcd's client socket, in a directory only
+// this user can enter: dataDir/socket, made 0700 even if it existed, or a
+// new temporary directory (tempDir, to remove) when that path is too long.
+func socketPath(dataDir string) (sock, tempDir string, err error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", "", err
+	}
+	dir := filepath.Join(abs, socketDirName)
+	if sock := filepath.Join(dir, socketName); len(sock) <= maxSocketPath {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", "", err
+		}
+		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+			return "", "", fmt.Errorf("%s must be a directory (err %v)", dir, err)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return "", "", err
+		}
+		return sock, "", nil
+	}
+	tempDir, err = os.MkdirTemp("", "trellis-etcd-") // 0700
+	if err != nil {
+		return "", "", err
+	}
+	sock = filepath.Join(tempDir, socketName)
+	if len(sock) > maxSocketPath {
+		os.RemoveAll(tempDir)
+		return "", "", fmt.Errorf("no path short enough for etcd's Unix socket: %s is too long (over %d bytes), and so is the temporary directory %s; use a shorter --data-dir or TMPDIR",
+			filepath.Join(dir, socketName), maxSocketPath, tempDir)
+	}
+	return sock, tempDir, nil
+}
+
+// startEtcd starts etcd in dir serving clients on the Unix socket sock, and
+// waits until it serves.
+func startEtcd(ctx context.Context, dir, sock string, zl *zap.Logger) (*embedded, error) {
+	clientURL := url.URL{Scheme: "unix", Path: sock}
 
 	cfg := embed.NewConfig()
 	cfg.Name = "trellis"
 	cfg.Dir = dir
 	cfg.ListenClientUrls = []url.URL{clientURL}
 	cfg.AdvertiseClientUrls = []url.URL{clientURL}
-	cfg.ListenPeerUrls = []url.URL{peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.ListenPeerUrls = nil
+	cfg.AdvertisePeerUrls = []url.URL{noPeerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	// Only used when the member is new; a restart reads its membership from
-	// the data dir. The peer port changes between runs, which a single-member
-	// cluster never notices: nobody dials it.
+	// the data dir, peer URL included (a data dir from a release that
+	// listened on a loopback peer port keeps that URL, never dialled: a
+	// single-member cluster has nobody to dial).
 	cfg.ClusterState = embed.ClusterStateFlagNew
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
 	// Keep one hour of history: watches resume across short disconnects,
@@ -146,6 +199,9 @@ func (e *embedded) close() {
 	if e.logFile != nil {
 		e.logFile.Close()
 	}
+	if e.tempDir != "" {
+		os.RemoveAll(e.tempDir)
+	}
 }
 
 // etcdLogger sends errors to log and warnings and above to file.
@@ -156,25 +212,4 @@ func etcdLogger(log *slog.Logger, file *fileutil.LockedFile, mute *atomic.Bool) 
 		zapcore.WarnLevel,
 	)
 	return zap.New(zapcore.NewTee(&slogCore{log: log, min: zapcore.ErrorLevel, mute: mute}, fileCore))
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1. All n listeners
-// are open at once so the ports differ.
-func freePorts(n int) ([]string, error) {
-	ports := make([]string, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		_, port, _ := net.SplitHostPort(l.Addr().String())
-		ports = append(ports, port)
-	}
-	return ports, nil
-}
-
-// isAddrInUse also catches errors that lost their errno on the way up.
-func isAddrInUse(err error) bool {
-	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }

@@ -12,17 +12,14 @@ import (
 )
 
 // The watch outlives a restart of an external etcd: after etcd comes back
-// (same ports, same data), a change made through another client still
+// (same socket, same data), a change made through another client still
 // reaches the watcher.
 func TestWatchSurvivesEtcdRestart(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "etcd")
-	ports, err := freePorts(2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tmp := t.TempDir()
+	dir, sock := filepath.Join(tmp, "etcd"), filepath.Join(tmp, "etcd.sock")
 	start := func() *embedded {
 		t.Helper()
-		e, err := startEtcd(t.Context(), dir, ports[0], ports[1], zap.NewNop())
+		e, err := startEtcd(t.Context(), dir, sock, zap.NewNop())
 		if err != nil {
 			t.Fatalf("start etcd: %v", err)
 		}
