@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"trellis.dev/trellis/internal/meshxds"
+	"trellis.dev/trellis/internal/proxy/h1server"
 )
 
 // Config says what one proxy is and where it listens.
@@ -43,6 +44,21 @@ type Config struct {
 	// XDSMaxRecvBytes bounds one xDS response. Default 64 MiB.
 	XDSMaxRecvBytes int
 	Logger          *slog.Logger
+
+	// MaxHeaderBytes bounds a request head (request line, header fields,
+	// line ends) on every listener, admin included; MaxHeaders bounds its
+	// number of header fields, Host included. A request over either is
+	// answered 431 with x-trellis-error: header_too_large. Defaults 60 KiB
+	// and 100, Envoy's.
+	MaxHeaderBytes, MaxHeaders int
+	// MaxConnections caps the connections open at once on each traffic
+	// listener (inbound, outbound, gateway; not admin); a connection over
+	// it is answered 503 with x-trellis-error: overloaded and closed, and
+	// counted. Default 10,000, or a quarter of the file descriptor limit
+	// (RLIMIT_NOFILE) when that is less: every proxied connection needs an
+	// upstream one too, so the cap is reached, answered and counted before
+	// the process runs out of descriptors.
+	MaxConnections int
 }
 
 // Defaults.
@@ -51,6 +67,10 @@ const (
 	DefaultGatewayAddr = "127.0.0.1:8080"
 	DefaultAdminAddr   = "127.0.0.1:0"
 	DefaultControlAddr = "127.0.0.1:15010"
+
+	DefaultMaxHeaderBytes = h1server.DefaultMaxHeaderBytes // 60 KiB
+	DefaultMaxHeaders     = h1server.DefaultMaxHeaders     // 100
+	DefaultMaxConnections = 10000                          // per listener; see Config.MaxConnections
 
 	// DefaultXDSMaxRecvBytes is well over what a scoped proxy needs and
 	// 16 times gRPC's default of 4 MiB, which the whole mesh's endpoints
@@ -98,6 +118,22 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReadyPath != "" && c.ReadyGRPC {
 		return c, badField("ReadyGRPC", "choose an HTTP (ReadyPath) or a gRPC readiness check, not both")
+	}
+	for _, f := range []struct {
+		field string
+		v     *int
+		def   int
+	}{
+		{"MaxHeaderBytes", &c.MaxHeaderBytes, DefaultMaxHeaderBytes},
+		{"MaxHeaders", &c.MaxHeaders, DefaultMaxHeaders},
+		{"MaxConnections", &c.MaxConnections, defaultMaxConnections()},
+	} {
+		if *f.v < 0 {
+			return c, badField(f.field, "must not be negative, got %d", *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
 	}
 
 	switch c.Role {

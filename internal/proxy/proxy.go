@@ -178,7 +178,10 @@ func (p *Proxy) bind() error {
 	}
 	if c.Role == meshxds.RoleSidecar {
 		h := &routeHandler{p: p, listener: meshxds.ListenerOutbound, direction: stats.Outbound}
-		p.tunnels = tunnel.New(h, p.log)
+		// The requests inside CONNECT tunnels get the header limits too
+		// (the tunnel's net/http servers keep their own 1 MB backstop).
+		p.tunnels = tunnel.New(h1server.LimitHeaders(h, c.MaxHeaderBytes, c.MaxHeaders,
+			p.headerTooLarge(stats.Outbound)), p.log)
 		h.tunnels = p.tunnels
 		wants = append(wants, want{stats.Outbound, "OutboundPort",
 			net.JoinHostPort("127.0.0.1", strconv.Itoa(c.OutboundPort)), h})
@@ -192,7 +195,8 @@ func (p *Proxy) bind() error {
 		if err != nil {
 			return badField(w.field, "listen on %s: %v", w.addr, err)
 		}
-		p.listeners = append(p.listeners, &listener{name: w.name, ln: ln, srv: p.newServer(w.handler)})
+		lln := newLimitListener(ln, w.name, c.MaxConnections, p.metrics, p.log)
+		p.listeners = append(p.listeners, &listener{name: w.name, ln: lln, srv: p.newServer(w.name, w.handler)})
 	}
 	ln, err := net.Listen("tcp", c.AdminAddr)
 	if err != nil {
@@ -202,6 +206,7 @@ func (p *Proxy) bind() error {
 	p.adminSrv = &http.Server{
 		Handler:           admin.Handler(adminSource{p}, p.metrics.Registry),
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    c.MaxHeaderBytes, // net/http's own 431: admin is not a mesh listener
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	go p.serve("admin", p.adminSrv, ln)
@@ -211,8 +216,9 @@ func (p *Proxy) bind() error {
 // newServer serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c), which is
 // how gRPC and other h2 clients speak cleartext. Plain HTTP/1.1 keep-alive
 // requests are read by our own loop (h1server: why there); every other
-// connection is handed to net/http.
-func (p *Proxy) newServer(h http.Handler) *h1server.Server {
+// connection is handed to net/http. Both enforce the header limits
+// (h1server.Server.MaxHeaderBytes: h2 included).
+func (p *Proxy) newServer(name string, h http.Handler) *h1server.Server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
@@ -226,7 +232,14 @@ func (p *Proxy) newServer(h http.Handler) *h1server.Server {
 		IdleTimeout: 120 * time.Second,
 		ErrorLog:    slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
-	return &h1server.Server{Handler: h, Fallback: fallback, IdleTimeout: fallback.IdleTimeout, Log: p.log}
+	return &h1server.Server{Handler: h, Fallback: fallback, IdleTimeout: fallback.IdleTimeout, Log: p.log,
+		MaxHeaderBytes: p.cfg.MaxHeaderBytes, MaxHeaders: p.cfg.MaxHeaders, HeaderTooLarge: p.headerTooLarge(name)}
+}
+
+// headerTooLarge counts a 431 on a listener as a refused request of its
+// direction (no service or version: none was routed).
+func (p *Proxy) headerTooLarge(direction string) func() {
+	return func() { p.metrics.ObserveRequest(direction, "", "", http.StatusRequestHeaderFieldsTooLarge, 0) }
 }
 
 // serve runs srv on ln. Its goroutines carry the profiler label

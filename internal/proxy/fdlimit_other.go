@@ -1,0 +1,6 @@
+//go:build !unix
+
+package proxy
+
+// defaultMaxConnections is DefaultMaxConnections: no RLIMIT_NOFILE here.
+func defaultMaxConnections() int { return DefaultMaxConnections }
