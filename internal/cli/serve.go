@@ -93,6 +93,7 @@ func (f *proxyFlags) register(cmd *cobra.Command) {
 
 func newProxyCmd() *cobra.Command {
 	var f proxyFlags
+	var lf limitFlags
 	var appPort int
 	cmd := &cobra.Command{
 		Use:   "proxy --service S --version V --app-port P --inbound-port I --outbound-port O",
@@ -100,17 +101,18 @@ func newProxyCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	f.register(cmd)
+	lf.register(cmd)
 	cmd.Flags().IntVar(&appPort, "app-port", 0, "the app's port on 127.0.0.1 (0: client-only, no inbound listener)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if f.service == "" {
 			return fmt.Errorf("--service: required")
 		}
-		return serveProxy(cmd, proxy.Config{
+		return serveProxy(cmd, lf.apply(proxy.Config{
 			Role: meshxds.RoleSidecar, Service: f.service, Version: f.version, Zone: f.zone,
 			Address: f.address, AppPort: appPort, InboundPort: f.inbound, OutboundPort: f.outbound,
 			AdminAddr: f.admin, ControlAddr: f.control,
 			ReadyPath: f.readyPath, ReadyGRPC: f.readyGRPC, XDSMaxRecvBytes: f.xdsMaxRecv,
-		})
+		}))
 	}
 	return cmd
 }
@@ -125,8 +127,10 @@ func newGatewayCmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address the gateway listens on")
 	cmd.Flags().StringVar(&admin, "admin-addr", "", "admin address (default: a free port on 127.0.0.1)")
 	cmd.Flags().StringVar(&ctl, "control", envOr("TRELLIS_CONTROL", "127.0.0.1:15010"), "control plane xDS address (env TRELLIS_CONTROL)")
+	var lf limitFlags
+	lf.register(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return serveProxy(cmd, proxy.Config{Role: meshxds.RoleGateway, GatewayAddr: listen, AdminAddr: admin, ControlAddr: ctl})
+		return serveProxy(cmd, lf.apply(proxy.Config{Role: meshxds.RoleGateway, GatewayAddr: listen, AdminAddr: admin, ControlAddr: ctl}))
 	}
 	return cmd
 }
