@@ -284,15 +284,11 @@ func (r *Registry) stripeIndex(id string) int {
 	return int(h.Sum32() % stripes)
 }
 
+// checkInstance refuses what a proxy could not use (api.ValidateInstance),
+// so that an instance written through any path is one every proxy takes.
 func checkInstance(inst api.Instance) error {
-	if err := store.CheckKeySegment("instance id", inst.ID); err != nil {
-		return err
-	}
-	if err := store.CheckKeySegment("instance service", inst.Service); err != nil {
-		return err
-	}
-	if inst.Port < 0 || inst.Port > 65535 {
-		return fmt.Errorf("%w: instance port %d out of range", store.ErrInvalid, inst.Port)
+	if err := api.ValidateInstance(inst); err != nil {
+		return fmt.Errorf("%w: instance: %v", store.ErrInvalid, err)
 	}
 	return nil
 }

@@ -34,16 +34,24 @@ func buildModel(in Input) *model {
 		return s
 	}
 
+	var warnings []string
 	for _, inst := range in.Instances {
+		// The registry validates what it registers, but etcd can be written
+		// around it: an instance a proxy could not use is left out here so
+		// that no proxy is sent an endpoint it would have to drop.
+		if err := api.ValidateInstance(inst); err != nil {
+			warnings = append(warnings, fmt.Sprintf("instance %q of service %q left out: %v", inst.ID, inst.Service, err))
+			continue
+		}
 		s := get(inst.Service)
 		s.instances = append(s.instances, inst)
 	}
+	slices.Sort(warnings) // whatever order the registry listed them in
 
 	// The Route with the smaller metadata.name wins, whatever the input order,
 	// so that the output does not depend on how the store listed them.
 	routes := slices.Clone(in.Routes)
 	slices.SortStableFunc(routes, func(a, b api.Route) int { return cmp.Compare(a.Metadata.Name, b.Metadata.Name) })
-	var warnings []string
 	for i := range routes {
 		r := &routes[i]
 		s := get(r.Spec.Service)

@@ -62,7 +62,7 @@ func Build(versions map[string]string, listeners []*listenerv3.Listener, routes 
 		r.Clusters[mc.Name] = ClusterResource{Cluster: mc, EDSName: EDSServiceName(c)}
 	}
 	for _, cla := range loads {
-		eps, err := ConvertEndpoints(cla)
+		eps, _, err := ConvertEndpoints(cla) // bad endpoints dropped, as the xDS client does
 		if err != nil {
 			return nil, err
 		}

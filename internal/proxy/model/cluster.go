@@ -59,9 +59,14 @@ func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 			return nil, errAt("eds_cluster_config", "only for EDS clusters")
 		}
 		if la := c.GetLoadAssignment(); la != nil {
-			eps, err := convertEndpoints("load_assignment", la)
+			// A STATIC cluster's endpoints are its definition, not a
+			// registry's: one that does not convert rejects the cluster.
+			eps, dropped, err := convertEndpoints("load_assignment", la)
 			if err != nil {
 				return nil, err
+			}
+			if len(dropped) > 0 {
+				return nil, dropped[0]
 			}
 			out.Endpoints = eps
 		}

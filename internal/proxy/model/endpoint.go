@@ -21,58 +21,71 @@ const (
 // ConvertEndpoints converts a ClusterLoadAssignment into endpoints, in the
 // order given.
 //
+// One bad endpoint (an address that is not an IP, a port out of range, a
+// field the proxy does not support) is dropped, with its reason in dropped,
+// rather than failing the whole resource: an update of a service's
+// endpoints must not be held back, on every proxy, by one instance that
+// registered a bad address. What is wrong with the resource itself is
+// still an error (and a NACK).
+//
 // Every endpoint is an IP:port (the proxy resolves no names), at priority 0
 // (no priority failover yet), with no endpoint weight other than 1 (no
 // weighted round robin yet).
-func ConvertEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
+func ConvertEndpoints(cla *endpointv3.ClusterLoadAssignment) (eps []Endpoint, dropped []error, err error) {
 	if cla == nil {
-		return nil, &ResourceError{Kind: KindEndpoints, Reason: "nil resource"}
+		return nil, nil, &ResourceError{Kind: KindEndpoints, Reason: "nil resource"}
 	}
 	if cla.GetClusterName() == "" {
-		return nil, &ResourceError{Kind: KindEndpoints, Field: "cluster_name", Reason: "must not be empty"}
+		return nil, nil, &ResourceError{Kind: KindEndpoints, Field: "cluster_name", Reason: "must not be empty"}
 	}
-	eps, err := convertEndpoints("", cla)
+	eps, dropped, err = convertEndpoints("", cla)
 	if err != nil {
-		return nil, resourceErr(KindEndpoints, cla.GetClusterName(), err)
+		return nil, nil, resourceErr(KindEndpoints, cla.GetClusterName(), err)
 	}
-	return eps, nil
+	for i, d := range dropped {
+		dropped[i] = resourceErr(KindEndpoints, cla.GetClusterName(), d)
+	}
+	return eps, dropped, nil
 }
 
 // convertEndpoints is shared with STATIC clusters' inline load_assignment.
-func convertEndpoints(at string, cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
+// Endpoints that do not convert are left out and their errors returned in
+// dropped.
+func convertEndpoints(at string, cla *endpointv3.ClusterLoadAssignment) (out []Endpoint, dropped []error, err error) {
 	// named_endpoints are not supported.
 	if err := onlyFields(at, cla, "cluster_name", "endpoints", "policy"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if p := cla.GetPolicy(); p != nil {
 		// drop_overloads is not supported; the rest only tunes priority
 		// and locality failover, which the proxy does not do.
 		if err := onlyFields(join(at, "policy"), p, "overprovisioning_factor", "endpoint_stale_after", "weighted_priority_health"); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	out := []Endpoint{}
+	out = []Endpoint{}
 	for i, loc := range cla.GetEndpoints() {
 		lat := index(join(at, "endpoints"), i)
 		// load_balancing_weight of a locality only matters with locality
 		// weighted balancing, which clusters cannot turn on here.
 		if err := onlyFields(lat, loc, "locality", "lb_endpoints", "load_balancing_weight", "priority", "metadata"); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if loc.GetPriority() != 0 {
-			return nil, errAt(join(lat, "priority"), "priority %d is not supported (no priority failover yet)", loc.GetPriority())
+			return nil, nil, errAt(join(lat, "priority"), "priority %d is not supported (no priority failover yet)", loc.GetPriority())
 		}
 		zone := loc.GetLocality().GetZone()
 		for j, lbe := range loc.GetLbEndpoints() {
 			ep, err := convertLbEndpoint(index(join(lat, "lb_endpoints"), j), lbe)
 			if err != nil {
-				return nil, err
+				dropped = append(dropped, err)
+				continue
 			}
 			ep.Zone = zone
 			out = append(out, ep)
 		}
 	}
-	return out, nil
+	return out, dropped, nil
 }
 
 func convertLbEndpoint(at string, lbe *endpointv3.LbEndpoint) (Endpoint, error) {

@@ -268,39 +268,11 @@ func TestRejections(t *testing.T) {
 		}, `cluster "static": load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: "localhost" is not an IP address`},
 
 		// Endpoints.
-		{"hostname endpoint", func(r *modeltest.Resources) { socket(r).Address = "reviews.default.svc" },
-			`cluster load assignment "reviews|v1": endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: "reviews.default.svc" is not an IP address`},
-		{"ip:port in address", func(r *modeltest.Resources) { socket(r).Address = "10.0.0.1:80" },
-			`socket_address.address: "10.0.0.1:80" is not an IP address`},
-		{"port 0", func(r *modeltest.Resources) {
-			socket(r).PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 0}
-		}, `socket_address.port_value: port 0 out of range 1..65535`},
-		{"port too big", func(r *modeltest.Resources) {
-			socket(r).PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 65536}
-		}, `socket_address.port_value: port 65536 out of range 1..65535`},
-		{"named port", func(r *modeltest.Resources) {
-			socket(r).PortSpecifier = &corev3.SocketAddress_NamedPort{NamedPort: "http"}
-		}, `socket_address.named_port: unsupported field`},
-		{"UDP", func(r *modeltest.Resources) { socket(r).Protocol = corev3.SocketAddress_UDP },
-			`socket_address.protocol: UDP is not supported, only TCP`},
-		{"pipe", func(r *modeltest.Resources) {
-			lbEndpoint(r).GetEndpoint().Address = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/tmp/s"}}}
-		}, `endpoints[0].lb_endpoints[0].endpoint.address: want socket_address`},
-		{"no endpoint", func(r *modeltest.Resources) { lbEndpoint(r).HostIdentifier = nil },
-			`endpoints[0].lb_endpoints[0].endpoint: missing`},
-		{"named endpoint", func(r *modeltest.Resources) {
-			lbEndpoint(r).HostIdentifier = &endpointv3.LbEndpoint_EndpointName{EndpointName: "x"}
-		}, `endpoints[0].lb_endpoints[0].endpoint_name: unsupported field`},
 		{"priority", func(r *modeltest.Resources) { r.Loads[0].Endpoints[0].Priority = 1 },
 			`cluster load assignment "reviews|v1": endpoints[0].priority: priority 1 is not supported`},
-		{"endpoint weight", func(r *modeltest.Resources) { lbEndpoint(r).LoadBalancingWeight = wrapperspb.UInt32(5) },
-			`endpoints[0].lb_endpoints[0].load_balancing_weight: weight 5 is not supported`},
 		{"drop overloads", func(r *modeltest.Resources) {
 			r.Loads[0].Policy = &endpointv3.ClusterLoadAssignment_Policy{DropOverloads: []*endpointv3.ClusterLoadAssignment_Policy_DropOverload{{Category: "x"}}}
 		}, `cluster load assignment "reviews|v1": policy.drop_overloads: unsupported field`},
-		{"version label not a string", func(r *modeltest.Resources) {
-			lbEndpoint(r).Metadata.FilterMetadata["trellis"].Fields["version"] = structpb.NewNumberValue(1)
-		}, `endpoints[0].lb_endpoints[0].metadata.filter_metadata.trellis.version: must be a string`},
 		{"empty cluster name in load", func(r *modeltest.Resources) { r.Loads[0].ClusterName = "" },
 			`cluster load assignment "": cluster_name: must not be empty`},
 
@@ -334,4 +306,69 @@ func TestRejections(t *testing.T) {
 
 func build(r *modeltest.Resources) (*model.Snapshot, error) {
 	return model.Build(nil, r.Listeners, r.Routes, r.Clusters, r.Loads)
+}
+
+// An endpoint that does not convert is left out, with its reason, and the
+// rest of the resource is taken: one bad registration must not make every
+// proxy reject a service's endpoint updates.
+func TestBadEndpointDropped(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*modeltest.Resources)
+		want   string
+	}{
+		{"hostname endpoint", func(r *modeltest.Resources) { socket(r).Address = "reviews.default.svc" },
+			`cluster load assignment "reviews|v1": endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: "reviews.default.svc" is not an IP address`},
+		{"ip:port in address", func(r *modeltest.Resources) { socket(r).Address = "10.0.0.1:80" },
+			`socket_address.address: "10.0.0.1:80" is not an IP address`},
+		{"port 0", func(r *modeltest.Resources) {
+			socket(r).PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 0}
+		}, `socket_address.port_value: port 0 out of range 1..65535`},
+		{"port too big", func(r *modeltest.Resources) {
+			socket(r).PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 65536}
+		}, `socket_address.port_value: port 65536 out of range 1..65535`},
+		{"named port", func(r *modeltest.Resources) {
+			socket(r).PortSpecifier = &corev3.SocketAddress_NamedPort{NamedPort: "http"}
+		}, `socket_address.named_port: unsupported field`},
+		{"UDP", func(r *modeltest.Resources) { socket(r).Protocol = corev3.SocketAddress_UDP },
+			`socket_address.protocol: UDP is not supported, only TCP`},
+		{"pipe", func(r *modeltest.Resources) {
+			lbEndpoint(r).GetEndpoint().Address = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/tmp/s"}}}
+		}, `endpoints[0].lb_endpoints[0].endpoint.address: want socket_address`},
+		{"no endpoint", func(r *modeltest.Resources) { lbEndpoint(r).HostIdentifier = nil },
+			`endpoints[0].lb_endpoints[0].endpoint: missing`},
+		{"named endpoint", func(r *modeltest.Resources) {
+			lbEndpoint(r).HostIdentifier = &endpointv3.LbEndpoint_EndpointName{EndpointName: "x"}
+		}, `endpoints[0].lb_endpoints[0].endpoint_name: unsupported field`},
+		{"endpoint weight", func(r *modeltest.Resources) { lbEndpoint(r).LoadBalancingWeight = wrapperspb.UInt32(5) },
+			`endpoints[0].lb_endpoints[0].load_balancing_weight: weight 5 is not supported`},
+		{"version label not a string", func(r *modeltest.Resources) {
+			lbEndpoint(r).Metadata.FilterMetadata["trellis"].Fields["version"] = structpb.NewNumberValue(1)
+		}, `endpoints[0].lb_endpoints[0].metadata.filter_metadata.trellis.version: must be a string`},
+	}
+	base := modeltest.Mesh()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := base.Clone()
+			good, _, err := model.ConvertEndpoints(base.Loads[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.mutate(r)
+			eps, dropped, err := model.ConvertEndpoints(r.Loads[0])
+			if err != nil {
+				t.Fatalf("the resource was rejected: %v", err)
+			}
+			if len(eps) != len(good)-1 || len(dropped) != 1 {
+				t.Fatalf("got %d endpoints and %d dropped, want %d and 1", len(eps), len(dropped), len(good)-1)
+			}
+			var re *model.ResourceError
+			if !errors.As(dropped[0], &re) || !strings.Contains(dropped[0].Error(), tt.want) {
+				t.Errorf("dropped because %v, want a *model.ResourceError containing %s", dropped[0], tt.want)
+			}
+			if _, err := build(r); err != nil {
+				t.Errorf("the snapshot does not build: %v", err)
+			}
+		})
+	}
 }

@@ -28,6 +28,7 @@ type entry struct {
 	routes    *model.RouteTable
 	cluster   model.ClusterResource // EDSName is set even when err is
 	endpoints []model.Endpoint
+	dropped   []error // endpoints left out of endpoints, and why
 }
 
 // digestSeed is per process: digests are only compared within it.
@@ -45,7 +46,7 @@ func convert(m proto.Message, wire []byte) *entry {
 		e.cluster.Cluster, e.err = model.ConvertCluster(r)
 		e.cluster.EDSName = model.EDSServiceName(r)
 	case *endpointv3.ClusterLoadAssignment:
-		e.endpoints, e.err = model.ConvertEndpoints(r)
+		e.endpoints, e.dropped, e.err = model.ConvertEndpoints(r)
 	}
 	return e
 }

@@ -25,6 +25,11 @@ type Status struct {
 	LastUpdate time.Time
 	// Reconnects counts ADS streams opened after the first one.
 	Reconnects int
+	// DroppedEndpoints counts endpoints left out of accepted responses
+	// because they did not convert (model.ConvertEndpoints), and
+	// LastDropped says why the last one was.
+	DroppedEndpoints int
+	LastDropped      string
 }
 
 // NACK describes one rejected response.

@@ -182,6 +182,11 @@ func (s *session) handle(resp *discoveryv3.DiscoveryResponse) {
 		waitingBefore, st.Waiting = st.Waiting, waiting
 	})
 	log.Debug("accepted", "resources", len(got))
+	if n, first := droppedEndpoints(got); n > 0 {
+		log.Warn("left out endpoints that do not convert; the rest of the update is applied",
+			"dropped", n, "first", first)
+		s.c.updateStatus(func(st *Status) { st.DroppedEndpoints += n; st.LastDropped = first })
+	}
 
 	switch {
 	case snap == nil:
@@ -278,4 +283,17 @@ func (s *session) request(t string) *discoveryv3.DiscoveryRequest {
 	s.c.log.Debug("request", "type", shortName(t), "version", req.VersionInfo, "nonce", req.ResponseNonce,
 		"names", req.ResourceNames, "nack", req.ErrorDetail != nil)
 	return req
+}
+
+// droppedEndpoints counts the endpoints left out of a response's entries
+// and returns the first reason, sorted by resource name so logs repeat.
+func droppedEndpoints(got map[string]*entry) (n int, first string) {
+	var firstName string
+	for name, e := range got {
+		n += len(e.dropped)
+		if len(e.dropped) > 0 && (firstName == "" || name < firstName) {
+			firstName, first = name, e.dropped[0].Error()
+		}
+	}
+	return n, first
 }
