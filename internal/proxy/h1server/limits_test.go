@@ -183,6 +183,17 @@ func TestHeaderLimitsH2C(t *testing.T) {
 			t.Errorf("%s: got %s %d %q %q, want HTTP/2 431 header_too_large", tt.name, res.Proto, res.StatusCode, res.Header, body)
 		}
 	}
+	// Past net/http's backstop (twice the limit, advertised as
+	// SETTINGS_MAX_HEADER_LIST_SIZE) a Go client does not send the
+	// request at all.
+	req, _ := http.NewRequest("GET", "http://"+ts.addr+"/h2", nil)
+	req.Header.Set("X-Pad", strings.Repeat("p", 200<<10))
+	if res, err := client.Do(req); err == nil {
+		res.Body.Close()
+		t.Errorf("200 KiB header over h2c: %s %d, want the client to refuse it", res.Proto, res.StatusCode)
+	} else if !strings.Contains(err.Error(), "header list larger than peer's advertised limit") {
+		t.Logf("200 KiB header over h2c: %v", err)
+	}
 	if res, body := do(nil); res.StatusCode != 200 || body != "GET /h2 " {
 		t.Errorf("after the refusals: %d %q", res.StatusCode, body)
 	}
