@@ -8,7 +8,7 @@
 // It builds cmd/trellis, starts `trellis control` (embedded etcd in a temp
 // dir, :0 ports), populates a mesh of S services (a Route each; versions v1
 // and v2 of two instances each, registered the way sidecars register: one
-// ADS stream per instance announcing it in its node metadata), connects N
+// membership stream per instance announcing it ready), connects N
 // simulated proxies (one ADS SotW stream each, subscribing like the real
 // proxy and ACKing every response), and measures. The report goes to
 // bench/controlplane/results/<UTC date>.md. See docs/performance.md,

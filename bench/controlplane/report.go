@@ -25,7 +25,7 @@ func report(cfg *config, results []result, elapsed time.Duration) string {
 	}
 	p("- Control plane: %s; the simulated proxies run in the benchmark process on the same machine\n", mode)
 	p("- Proxies: one ADS SotW stream each, %d per gRPC connection; each subscribes like `internal/proxy/xdsclient` (CDS, LDS wildcard; EDS for every cluster; RDS `mesh`) and ACKs every response\n", cfg.proxiesPerConn)
-	p("- Mesh: S services × 2 versions × 2 instances, a Route per service (v1 90 / v2 10); each instance registered by its own ADS stream announcing it in the node metadata (a lease each, as a sidecar does), %d streams per connection\n", cfg.instancesPerConn)
+	p("- Mesh: S services × 2 versions × 2 instances, a Route per service (v1 90 / v2 10); each instance registered by its own membership stream announcing it ready (as a sidecar does; all under the control plane's one lease), %d streams per connection\n", cfg.instancesPerConn)
 	p("- Changes per point: %d Route weight changes (`POST /v1/apply`), %d endpoint changes (an instance's stream opened, then closed)\n", cfg.changes, cfg.endpointChanges)
 	p("- Run time: %s\n\n", elapsed.Round(time.Second))
 
@@ -66,22 +66,22 @@ How to read it:
   first RDS version after it (every proxy × every change); proxy 0 also decodes the
   RouteConfiguration and the benchmark checks it carries the new weight.
 - *route change → last ACK*: per change, until the last proxy ACKed.
-- *endpoint change*: from opening (or closing) the ADS stream of an extra instance of
-  svc-0001 v1 to the last proxy's ACK of the EDS version that adds (removes) it: lease
-  grant and put in etcd, watch, debounce, translation, push.
+- *endpoint change*: from opening (or closing) the membership stream of an extra instance
+  of svc-0001 v1 to the last proxy's ACK of the EDS version that adds (removes) it: put
+  in etcd under the control plane's lease, watch, debounce, translation, push.
 - *initial sync*: from opening the first proxy stream to every proxy having ACKed all
   four types (the cold start after a control-plane restart).
 - *RSS*: VmRSS of the control plane after the proxies synced and 2 s passed; the peak is
   the highest of VmRSS sampled every 20 ms and VmHWM (reset before the pushes).
 - *CPU per push*: the control plane's CPU (all threads, /proc/PID/task/*/schedstat) from
   the change to 250 ms after the last ACK, minus idle CPU over that window.
-- *leases lost*: instance leases etcd expired while their sidecars stayed connected
-  ("instance lease lost" in the control plane's log): the control plane was too busy to
-  renew them, and each instance left the mesh until it was registered again.
+- *leases lost*: times etcd expired the control plane's registry lease while it ran
+  ("registry lease lost" in its log): it was too busy to renew it, and every instance
+  left the mesh until it was written again.
 - *other load*: CPU used on the machine by processes other than the control plane and
   the benchmark while the point ran; well above 0, the numbers of that point are skewed.
 - *idle CPU*: over 3 s with every proxy connected and nothing changing (gRPC keepalives,
-  one etcd lease keepalive per instance).
+  one etcd lease keepalive for the control plane).
 `)
 	return b.String()
 }

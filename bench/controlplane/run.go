@@ -45,9 +45,9 @@ type result struct {
 	// Err is why the point could not be measured ("" when it was).
 	Err string
 
-	// LeasesLost counts instance leases etcd expired while their sidecars
-	// were connected (the control plane too busy to renew them): each is an
-	// instance briefly gone from the mesh.
+	// LeasesLost counts the times etcd expired the control plane's
+	// registry lease while it ran (too busy to renew it): each time, every
+	// instance was briefly gone from the mesh.
 	LeasesLost int
 }
 
@@ -550,9 +550,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// leaseLost is what internal/registry logs when etcd expired a lease it
-// was keeping alive.
-const leaseLost = "instance lease lost"
+// leaseLost is what internal/registry logs when etcd expired the lease
+// its instances share while the control plane was running: every instance
+// of that control plane left the mesh until it was written again.
+const leaseLost = "registry lease lost"
 
 // countInFile counts the lines of path that contain s.
 func countInFile(path, s string) int {

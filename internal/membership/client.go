@@ -241,3 +241,61 @@ func (c *Client) answered(st *statuspb.Status) {
 		}
 	}
 }
+
+// Joined is one membership stream opened by Join.
+type Joined struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu  sync.Mutex
+	err error
+}
+
+// Join opens one membership stream on conn, announces a, and waits for the
+// control plane's answer. It is for harnesses that simulate many sidecars
+// over a few connections (bench/controlplane); a sidecar uses Client.
+func Join(conn grpc.ClientConnInterface, a Announcement) (*Joined, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := conn.NewStream(ctx, joinStreamDesc, joinMethod)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := stream.SendMsg(a.node()); err != nil {
+		cancel()
+		return nil, err
+	}
+	first := new(statuspb.Status)
+	if err := stream.RecvMsg(first); err != nil {
+		cancel()
+		return nil, err
+	}
+	j := &Joined{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(j.done)
+		for {
+			if err := stream.RecvMsg(new(statuspb.Status)); err != nil {
+				if ctx.Err() == nil {
+					j.mu.Lock()
+					j.err = err
+					j.mu.Unlock()
+				}
+				return
+			}
+		}
+	}()
+	return j, nil
+}
+
+// Err is what ended the stream, nil while it is up or after Close.
+func (j *Joined) Err() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.err
+}
+
+// Close ends the stream; the control plane deregisters the instance.
+func (j *Joined) Close() {
+	j.cancel()
+	<-j.done
+}
