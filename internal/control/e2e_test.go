@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/membership"
 	"trellis.dev/trellis/internal/meshxds"
 	"trellis.dev/trellis/internal/xdsserver"
 )
@@ -77,9 +78,10 @@ func TestInstancesAndServices(t *testing.T) {
 	}
 }
 
-// A sidecar that opens an ADS stream is registered, listed as a proxy and
-// deregistered when the stream ends; config changes reach the xDS server
-// well under a second after the API call returns.
+// A sidecar that opens an ADS stream is listed as a proxy; its instance is
+// registered by its membership stream announcing it ready (never by the ADS
+// stream) and deregistered when that stream ends; config changes reach the
+// xDS server well under a second after the API call returns.
 func TestSidecarStreamAndPush(t *testing.T) {
 	s := sharedServer(t)
 	conn, err := grpc.NewClient(s.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -106,6 +108,14 @@ func TestSidecarStreamAndPush(t *testing.T) {
 	if _, err := stream.Recv(); err != nil {
 		t.Fatalf("first CDS response: %v", err)
 	}
+	if items := decode[instances](t, call(t, s, "GET", "/v1/instances?service=details", ""), 200).Items; len(items) != 0 {
+		t.Fatalf("the ADS stream registered %+v", items)
+	}
+	joined, err := membership.Join(conn, membership.Announcement{Ready: true,
+		Instance: api.Instance{ID: "details-v1-xyz", Service: "details", Version: "v1", Address: "127.0.0.1", Port: 9080}})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	testutil.Eventually(t, 5*time.Second, "sidecar registered", func() bool {
 		items := decode[instances](t, call(t, s, "GET", "/v1/instances?service=details", ""), 200).Items
@@ -130,8 +140,9 @@ func TestSidecarStreamAndPush(t *testing.T) {
 	testutil.Eventually(t, time.Second, "route published", func() bool { return s.xds.Version() != before })
 	t.Logf("apply → published in %s (version %s → %s)", time.Since(start).Round(time.Millisecond), before, s.xds.Version())
 
-	// The stream ends (proxy exits): the instance leaves at once, not
-	// after the lease TTL.
+	// The membership stream ends (proxy exits): the instance leaves at
+	// once, not after the lease TTL.
+	joined.Close()
 	cancel()
 	testutil.Eventually(t, 3*time.Second, "sidecar deregistered", func() bool {
 		return len(decode[instances](t, call(t, s, "GET", "/v1/instances?service=details", ""), 200).Items) == 0
