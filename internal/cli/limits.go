@@ -6,7 +6,7 @@ import (
 	"trellis.dev/trellis/internal/proxy"
 )
 
-// limitFlags are the proxy's input limits, on trellis proxy and gateway.
+// limitFlags are the proxy's input limits, on trellis proxy, gateway and run.
 type limitFlags struct {
 	maxHeaderBytes, maxHeaders, maxConnections int
 }

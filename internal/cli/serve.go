@@ -159,6 +159,7 @@ func serveProxy(cmd *cobra.Command, cfg proxy.Config) error {
 
 func newRunCmd() *cobra.Command {
 	var f proxyFlags
+	var lim limitFlags
 	var port int
 	cmd := &cobra.Command{
 		Use:   "run --service S --version V --port P [--zone Z] -- CMD ARGS...",
@@ -166,6 +167,7 @@ func newRunCmd() *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 	}
 	f.register(cmd)
+	lim.register(cmd)
 	cmd.Flags().IntVar(&port, "port", 0, "the app's port (0: a client-only job, not registered)")
 	var drain time.Duration
 	cmd.Flags().DurationVar(&drain, "drain", 2*time.Second,
@@ -181,6 +183,7 @@ func newRunCmd() *cobra.Command {
 			Service: f.service, Version: f.version, Zone: f.zone, Port: port, Address: f.address,
 			InboundPort: f.inbound, OutboundPort: f.outbound, AdminAddr: f.admin, Control: f.control,
 			ReadyPath: f.readyPath, ReadyGRPC: f.readyGRPC, XDSMaxRecvBytes: f.xdsMaxRecv,
+			MaxHeaderBytes: lim.maxHeaderBytes, MaxHeaders: lim.maxHeaders, MaxConnections: lim.maxConnections,
 			Drain: drain, Args: args, Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
 			Logger: logger(cmd),
 		})

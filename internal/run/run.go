@@ -38,7 +38,9 @@ type Config struct {
 	ReadyPath       string
 	ReadyGRPC       bool
 	XDSMaxRecvBytes int
-	ReadyTimeout    time.Duration
+	// Input limits of the sidecar's listeners (proxy.Config); 0: defaults.
+	MaxHeaderBytes, MaxHeaders, MaxConnections int
+	ReadyTimeout                               time.Duration
 	// Drain is how long the pod keeps serving after it left the mesh on
 	// SIGTERM, before the app gets the signal: peers stop sending to it
 	// once the control plane's push without it reaches them. 0: the app
@@ -76,6 +78,9 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 		ReadyPath:       cfg.ReadyPath,
 		ReadyGRPC:       cfg.ReadyGRPC,
 		XDSMaxRecvBytes: cfg.XDSMaxRecvBytes,
+		MaxHeaderBytes:  cfg.MaxHeaderBytes,
+		MaxHeaders:      cfg.MaxHeaders,
+		MaxConnections:  cfg.MaxConnections,
 		Logger:          cfg.Logger,
 	})
 	if err != nil {
