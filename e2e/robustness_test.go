@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -320,4 +321,86 @@ func TestAPIRefusesHostileInput(t *testing.T) {
 	if code, body := post(route, "application/yaml", nil); code != 200 {
 		t.Errorf("a good apply: %d %s", code, body)
 	}
+}
+
+// The gateway bounds what a client can send: a 100 KiB header is answered
+// 431 header_too_large, and a connection flood beyond --max-connections is
+// answered 503 overloaded and counted, while clients already connected keep
+// being served.
+func TestGatewayBoundsHeadersAndConnections(t *testing.T) {
+	t.Parallel()
+	cp := startControl(t, "")
+	a := startPod(t, cp.xds, "search", "v1")
+	p := start(t, "gateway", "gateway", "--listen", "127.0.0.1:0", "--control", cp.xds, "--max-connections", "8")
+	m := p.waitLine(gatewayReady, 30*time.Second)
+	gw := &gateway{proc: p, addr: m[1], admin: m[2]}
+	testutil.Eventually(t, 20*time.Second, "at the gateway", func() bool {
+		return httpStatus("http://"+gw.admin+"/ready") == 200 && gatewayHasEndpoint(t, gw, a.inbound)
+	})
+
+	req, _ := http.NewRequest("GET", "http://"+gw.addr+"/", nil)
+	req.Host = "search"
+	req.Header.Set("X-Big", strings.Repeat("b", 100<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || resp.Header.Get("x-trellis-error") != "header_too_large" {
+		t.Fatalf("100 KiB header: %d %q", resp.StatusCode, resp.Header.Get("x-trellis-error"))
+	}
+
+	// Two keep-alive clients hold 2 of the 8 connections while the flood
+	// comes.
+	mc := &meshClient{http: &http.Client{Timeout: 10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 2, MaxConnsPerHost: 2}}, base: "http://" + gw.addr}
+	load := startLoad(t, mc, "search", 2)
+	testutil.Eventually(t, 10*time.Second, "load flowing", func() bool { ok, _ := load.counts(); return ok > 10 })
+
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	overloaded := 0
+	for range 30 {
+		c, err := net.Dial("tcp", gw.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood = append(flood, c)
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		b := make([]byte, 512)
+		n, _ := c.Read(b) // a connection under the cap says nothing until asked
+		if strings.HasPrefix(string(b[:n]), "HTTP/1.1 503") && strings.Contains(strings.ToLower(string(b[:n])), "x-trellis-error: overloaded") {
+			overloaded++
+		}
+	}
+	if overloaded < 30-8 {
+		t.Errorf("%d of 30 flood connections answered overloaded, want at least %d", overloaded, 30-8)
+	}
+	time.Sleep(200 * time.Millisecond) // the load goes on during the flood
+	load.check(t, "during a connection flood", 20)
+
+	metrics := getBody(t, "http://"+gw.admin+"/stats/prometheus")
+	re := regexp.MustCompile(`trellis_proxy_connections_rejected_total\{listener="gateway",reason="overloaded"\} (\d+)`)
+	mm := re.FindStringSubmatch(metrics)
+	if mm == nil {
+		t.Fatalf("no rejected-connections counter in:\n%s", metrics)
+	}
+	if n, _ := strconv.Atoi(mm[1]); n < overloaded {
+		t.Errorf("counted %d rejected connections, %d were answered overloaded", n, overloaded)
+	}
+}
+
+func getBody(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
