@@ -32,6 +32,10 @@ type xdsDump struct {
 	LastUpdate  time.Time         `json:"lastUpdate,omitzero"`
 	Reconnects  int               `json:"reconnects"`
 	LastNACK    *nackDump         `json:"lastNack,omitempty"`
+	// DroppedEndpoints counts endpoints left out because they did not
+	// convert; LastDropped says why the last one was.
+	DroppedEndpoints int    `json:"droppedEndpoints"`
+	LastDropped      string `json:"lastDropped,omitempty"`
 }
 
 type nackDump struct {
@@ -61,12 +65,14 @@ func (p *Proxy) configDump() configDump {
 		Ready:     ready,
 		NotReady:  why,
 		XDS: xdsDump{
-			ControlAddr: p.cfg.ControlAddr,
-			Connected:   st.Connected,
-			Versions:    st.Versions,
-			Waiting:     st.Waiting,
-			LastUpdate:  st.LastUpdate,
-			Reconnects:  st.Reconnects,
+			ControlAddr:      p.cfg.ControlAddr,
+			Connected:        st.Connected,
+			Versions:         st.Versions,
+			Waiting:          st.Waiting,
+			LastUpdate:       st.LastUpdate,
+			Reconnects:       st.Reconnects,
+			DroppedEndpoints: st.DroppedEndpoints,
+			LastDropped:      st.LastDropped,
 		},
 		Snapshot: p.snapshot.Load(),
 	}
