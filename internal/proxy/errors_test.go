@@ -46,8 +46,10 @@ func TestMeshErrors(t *testing.T) {
 			`no_healthy_upstream: service "ghost" version "v1" is not known to this proxy`, ""},
 		{"every instance refuses", "gone", "/", 503, "upstream_connect_failed",
 			`upstream_connect_failed: connect to service "gone" version "v1" failed on 3 instances, last 127.0.0.1:…`, ""},
-		{"app refuses its sidecar", "ratings", "/", 503, "upstream_connect_failed",
-			`upstream_connect_failed: connect to service "ratings" version "v1" at 127.0.0.1:…`, "ratings/v1"},
+		// The inbound sidecar answers app_unavailable; with no other
+		// instance to try, the caller answers its own.
+		{"app refuses its sidecar", "ratings", "/", 503, "app_unavailable",
+			`app_unavailable: service "ratings" version "v1" at ` + refused.InboundAddr() + ` could not connect to its app`, ""},
 	}
 	c := h1Client(t)
 	for _, tt := range tests {

@@ -13,6 +13,14 @@ import (
 // inboundHandler takes mesh traffic from peers to the app on
 // 127.0.0.1:AppPort. Every response says which service and version answered
 // (x-trellis-service, x-trellis-version), errors made here included.
+//
+// The target is the app (forward.Target.App): a failed connect to it is
+// answered 503 app_unavailable (nothing reached the app, so the calling
+// sidecar sends the request to another instance), a failure after the
+// connect stays upstream_reset, and an x-trellis-error header the app sets
+// itself is removed, so that no app can make its callers send requests
+// again. (Callers believe app_unavailable from any peer for now; with
+// mTLS, issue 10, only from authenticated peer sidecars.)
 type inboundHandler struct {
 	p      *Proxy
 	target *forward.Target // the app: fixed for the proxy's life
@@ -23,6 +31,7 @@ func newInboundHandler(p *Proxy) *inboundHandler {
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(p.cfg.AppPort)),
 		Service: p.cfg.Service,
 		Version: p.cfg.Version,
+		App:     true,
 	}}
 }
 

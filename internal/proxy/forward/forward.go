@@ -24,6 +24,14 @@ type Target struct {
 	Fallbacks Fallbacks
 	// Service and Version name the destination in error messages.
 	Service, Version string
+	// App says the target is the sidecar's own app (the inbound side): a
+	// failed connect is app_unavailable (nothing reached the app; the
+	// calling sidecar may send the request to another instance), and an
+	// x-trellis-error header the app sets is removed from its responses,
+	// so that no app can make callers send its requests again. An
+	// app_unavailable answer is acted on only from targets that are not
+	// the app (the mesh side), see retry.go.
+	App bool
 }
 
 // Fallbacks lists the instances to try after a failed connect. It is an
@@ -172,7 +180,11 @@ func (f *Forwarder) CloseIdleConnections() {
 // answer (nginx's 499); nobody reads it but the metrics.
 const StatusClientClosedRequest = 499
 
-func (f *Forwarder) modifyResponse(res *http.Response) error {
+func (f *Forwarder) modifyResponse(res *http.Response, t *Target) error {
+	if t != nil && t.App {
+		// Only the mesh says x-trellis-error (see Target.App).
+		delete(res.Header, headerError)
+	}
 	for k, v := range f.headers {
 		res.Header[k] = v
 	}
@@ -187,8 +199,12 @@ func (f *Forwarder) modifyResponse(res *http.Response) error {
 // decide on flushing. Keys the client's response has already are left to
 // ReverseProxy to merge.
 func (f *Forwarder) handOverHeaders(res *http.Response) error {
-	_ = f.modifyResponse(res)
 	fc := forwardFrom(res.Request.Context())
+	var t *Target
+	if fc != nil {
+		t = fc.target
+	}
+	_ = f.modifyResponse(res, t)
 	if fc == nil || res.StatusCode == http.StatusSwitchingProtocols {
 		return nil
 	}

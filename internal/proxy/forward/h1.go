@@ -97,6 +97,10 @@ func (f *Forwarder) forwardH1(w http.ResponseWriter, r *http.Request, t *Target)
 		return
 	}
 	c, res, err := f.exchange(w, r, t, body)
+	if err == nil && res.StatusCode == http.StatusServiceUnavailable && retriesAppUnavailable(t) && isAppUnavailable(res) {
+		// The body is in memory: it can go to another instance (retry.go).
+		c, res, err = f.retryH1(w, r, t, body, c, res)
+	}
 	if err != nil {
 		f.writeError(w, r, t, err)
 		return
@@ -318,7 +322,7 @@ func (f *Forwarder) relay(w http.ResponseWriter, r *http.Request, t *Target, c *
 		return
 	}
 	removeHopByHopHeaders(res.Header)
-	_ = f.modifyResponse(res)
+	_ = f.modifyResponse(res, t)
 	h := w.Header()
 	for k, vs := range res.Header {
 		// The values are ours now: hand them over instead of copying.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"time"
 	"trellis.dev/trellis/internal/proxy/sockio"
 
@@ -75,8 +74,11 @@ func (t *Transport) CloseIdleConnections() {
 }
 
 // RoundTrip sends req to its URL's host. If the connect fails (nothing was
-// sent) and the body was not read, it tries the target's fallbacks, up to
-// maxFallbacks; when all fail it returns an upstream_connect_failed error.
+// sent) and the body was not read, or a peer's sidecar answers that it
+// could not reach its app and the body can be sent again (retry.go), it
+// tries the target's fallbacks, up to maxFallbacks; when all fail it
+// returns an upstream_connect_failed or app_unavailable error, the last
+// try's.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt := t.h1
 	if req.ProtoMajor == 2 {
@@ -87,52 +89,90 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		tgt = &Target{Addr: req.URL.Host}
 	}
 
-	var body *guardedBody
+	retryApp := retriesAppUnavailable(tgt)
+
+	var body *replayBody
 	if req.Body != nil && req.Body != http.NoBody {
-		body = &guardedBody{ReadCloser: req.Body}
-		req.Body = body
+		// Kept for an app_unavailable answer when it may be short enough;
+		// read whole first when its length says so (as the fast path does),
+		// unless the client waits for 100 Continue.
+		body = newReplayBody(req.Body, retryApp && req.ContentLength <= maxReplayBody)
+		if retryApp && req.ContentLength > 0 && req.ContentLength <= maxReplayBody && req.Header["Expect"] == nil {
+			if err := body.fill(req.ContentLength); err != nil {
+				return nil, err
+			}
+		}
+		req.Body = body.first()
 		// Lets the transport itself resend on a new connection when a
 		// pooled one turns out dead before anything was written.
-		req.GetBody = func() (io.ReadCloser, error) {
-			if body.read.Load() {
-				return nil, errBodyRead
-			}
-			return body, nil
-		}
+		req.GetBody = body.getBody
 	}
 
 	var (
 		fallbacks []string
+		listed    bool
 		attempts  int
+		connects  int // failed connects since the last answer (as the fast path counts them)
 	)
 	for {
 		attempts++
+		connects++
 		resp, err := rt.RoundTrip(req)
+		var again io.ReadCloser
 		if err == nil {
-			return resp, nil
-		}
-		if !isConnectError(err) || req.Context().Err() != nil {
-			return nil, err
-		}
-		retryable := body == nil || !body.read.Load()
-		if attempts == 1 && tgt.Fallbacks != nil && retryable {
-			fallbacks = tgt.Fallbacks.Instances()
-			if len(fallbacks) > t.maxFallbacks {
-				fallbacks = fallbacks[:t.maxFallbacks]
+			if !retryApp || !isAppUnavailable(resp) {
+				body.stopKeeping()
+				return resp, nil
+			}
+			// The instance's sidecar could not connect to its app: nothing
+			// reached it, as after a failed connect (retry.go).
+			var ok bool
+			if again, ok = body.again(); !ok {
+				body.stopKeeping()
+				return resp, nil // the body cannot be sent again: passed through
+			}
+			discard(resp)
+			connects = 0
+		} else {
+			if !isConnectError(err) || req.Context().Err() != nil {
+				return nil, err
+			}
+			var ok bool
+			if again, ok = body.again(); !ok {
+				return nil, connectFailed(err, tgt, connects, req.URL.Host)
 			}
 		}
-		if !retryable || len(fallbacks) == 0 {
-			return nil, connectFailed(err, tgt, attempts, req.URL.Host)
+		if !listed {
+			fallbacks, listed = fallbackList(tgt, t.maxFallbacks), true
 		}
-		t.log.Debug("connect failed, trying another instance", "addr", req.URL.Host, "next", fallbacks[0], "error", rootCause(err))
+		if len(fallbacks) == 0 {
+			body.stopKeeping()
+			if err != nil {
+				return nil, connectFailed(err, tgt, connects, req.URL.Host)
+			}
+			return nil, appUnavailable(tgt, attempts, req.URL.Host)
+		}
+		if err != nil {
+			t.log.Debug("connect failed, trying another instance", "addr", req.URL.Host, "next", fallbacks[0], "error", rootCause(err))
+		} else {
+			t.log.Debug("instance could not reach its app, trying another", "addr", req.URL.Host, "next", fallbacks[0])
+		}
 		req = withHost(req, fallbacks[0])
+		if again != nil {
+			req.Body = again
+		}
 		fallbacks = fallbacks[1:]
 	}
 }
 
 // connectFailed is the error of a request whose connects all failed, the
-// last one to addr after attempts in all.
+// last one to addr after attempts in all (since the last instance that
+// answered app_unavailable, if any).
 func connectFailed(err error, t *Target, attempts int, addr string) error {
+	if t.App {
+		return mesherr.Wrap(err, mesherr.AppUnavailable, "connect to the app of %s at %s failed: %s",
+			t.desc(), addr, rootCause(err))
+	}
 	if attempts == 1 {
 		return mesherr.Wrap(err, mesherr.UpstreamConnectFailed, "connect to %s at %s failed: %s",
 			t.desc(), addr, rootCause(err))
@@ -140,8 +180,6 @@ func connectFailed(err error, t *Target, attempts int, addr string) error {
 	return mesherr.Wrap(err, mesherr.UpstreamConnectFailed, "connect to %s failed on %d instances, last %s: %s",
 		t.desc(), attempts, addr, rootCause(err))
 }
-
-var errBodyRead = errors.New("request body already partly sent")
 
 // withHost is a shallow copy of req sent to addr.
 func withHost(req *http.Request, addr string) *http.Request {
@@ -157,25 +195,4 @@ func withHost(req *http.Request, addr string) *http.Request {
 func isConnectError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-// guardedBody lets a request body be offered to another instance after a
-// failed connect. The transport closes the body when a round trip fails;
-// until a byte was read that Close is held back (the server closes the real
-// body when the handler returns anyway).
-type guardedBody struct {
-	io.ReadCloser
-	read atomic.Bool
-}
-
-func (b *guardedBody) Read(p []byte) (int, error) {
-	b.read.Store(true)
-	return b.ReadCloser.Read(p)
-}
-
-func (b *guardedBody) Close() error {
-	if !b.read.Load() {
-		return nil
-	}
-	return b.ReadCloser.Close()
 }
