@@ -8,6 +8,7 @@ package xdsserver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -131,7 +132,11 @@ func New(cfg Config) *Server {
 // variants of ADS and of the per-type services are served.
 func (s *Server) Serve(lis net.Listener) error {
 	s.log.Info("serving xDS", "address", lis.Addr().String())
-	return s.grpc.Serve(lis)
+	err := s.grpc.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil // Stop came first: a clean stop all the same
+	}
+	return err
 }
 
 // Members lists the live membership streams (nil without a Registrar).
