@@ -1,7 +1,9 @@
 // Package forward sends a request on to the instance the router and the
 // balancer chose, keeping its protocol (HTTP/1.1 stays HTTP/1.1, HTTP/2 and
 // so gRPC stay h2c), its Host/:authority, its trailers and its streaming.
-// Connecting is retried on other instances when nothing was sent yet.
+// Connecting is retried on other instances when nothing was sent yet, and
+// so is a request whose instance's sidecar answers that it could not reach
+// its app (app_unavailable, retry.go).
 package forward
 
 import (
