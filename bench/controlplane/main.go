@@ -44,6 +44,7 @@ type config struct {
 	inProcess         bool
 	binary            string
 	cpuProfile        string
+	controlArgs       []string // extra flags for trellis control
 	args              []string
 }
 
@@ -81,9 +82,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.binary, "binary", "", "a trellis binary to measure instead of building ./cmd/trellis (e.g. an older build, for before/after)")
 	fs.BoolVar(&cfg.inProcess, "inprocess", false, "run the control plane inside this process (for -cpuprofile; its memory and CPU then include the proxies)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "with -inprocess: write CPU profiles of the connect and push phases, and a heap profile, to <prefix>.<N>x<S>.<phase>.pprof")
+	controlArgs := fs.String("control-args", "", "extra flags for trellis control, space-separated (e.g. \"--xds-admit-rate 0\"; not with -inprocess)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	cfg.controlArgs = strings.Fields(*controlArgs)
 	var err error
 	if cfg.proxies, err = intList(*proxies); err != nil {
 		return nil, fmt.Errorf("-proxies: %w", err)

@@ -54,13 +54,14 @@ func moduleRoot(ctx context.Context) (string, error) {
 // startProcess starts `bin control` with its embedded etcd in dataDir on
 // free loopback ports, and waits for its ready line. Its log goes to
 // logPath. The child is killed if this process dies (Pdeathsig).
-func startProcess(ctx context.Context, bin, dataDir, logPath string) (*controlPlane, error) {
+func startProcess(ctx context.Context, bin, dataDir, logPath string, controlArgs []string) (*controlPlane, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "control", "--data-dir", dataDir,
-		"--http-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0")
+	args := append([]string{"control", "--data-dir", dataDir,
+		"--http-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0"}, controlArgs...)
+	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -73,7 +73,7 @@ func runMesh(ctx context.Context, cfg *config, bin, dir string, services int) ([
 	if cfg.inProcess {
 		cp, err = startInProcess(ctx, dataDir, dataDir+".log")
 	} else {
-		cp, err = startProcess(ctx, bin, dataDir, dataDir+".log")
+		cp, err = startProcess(ctx, bin, dataDir, dataDir+".log", cfg.controlArgs)
 	}
 	if err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/run"
 	"trellis.dev/trellis/internal/sample"
+	"trellis.dev/trellis/internal/xdsserver"
 )
 
 // signalContext ends on SIGINT or SIGTERM: long-running commands stop
@@ -43,7 +44,10 @@ func newControlCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&cfg.AllowedOrigins, "allowed-origins", nil,
 		"browser origins (scheme://host[:port]) allowed to call the HTTP API, comma-separated (default: none but its own)")
 	cmd.Flags().IntVar(&cfg.MaxRouteConfigBytes, "max-route-config-bytes", control.DefaultMaxRouteConfigBytes,
-		"largest route configuration (and total of each other xDS type) an apply may make; proxies accept 4 MiB")
+		"largest route configuration (and total of each other xDS type) an apply may make; grpc-go xDS clients accept 4 MiB by default")
+	var admit float64
+	cmd.Flags().Float64Var(&admit, "xds-admit-rate", xdsserver.DefaultAdmitRate,
+		"xDS streams admitted per second (a restart reconnects every proxy at once); 0: no bound")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx, stop := signalContext(cmd.Context())
 		defer stop()
@@ -51,6 +55,14 @@ func newControlCmd() *cobra.Command {
 			cfg.Etcd = strings.Split(etcd, ",")
 		}
 		cfg.Logger = logger(cmd)
+		switch {
+		case admit < 0:
+			return fmt.Errorf("--xds-admit-rate: must not be negative, got %g", admit)
+		case admit == 0:
+			cfg.XDSAdmitRate = -1 // no bound
+		default:
+			cfg.XDSAdmitRate = admit
+		}
 		srv, err := control.Start(ctx, cfg)
 		if err != nil {
 			return err

@@ -52,6 +52,10 @@ type Config struct {
 	// configuration every proxy receives: the route configuration, and the
 	// total of each other resource type. 0: DefaultMaxRouteConfigBytes.
 	MaxRouteConfigBytes int
+	// XDSAdmitRate bounds how many xDS streams per second may start
+	// (xdsserver.Config.AdmitRate): 0 is xdsserver.DefaultAdmitRate,
+	// negative is no bound.
+	XDSAdmitRate float64
 }
 
 // Server is a running control plane.
@@ -128,7 +132,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	cleanup = append(cleanup, func() { s.store.Close() })
 	s.reg = registry.New(s.store.Client(), registry.DefaultTTL, log)
 	cleanup = append(cleanup, s.reg.Close)
-	s.xds = xdsserver.New(xdsserver.Config{Registrar: s.reg, Logger: log})
+	s.xds = xdsserver.New(xdsserver.Config{Registrar: s.reg, Logger: log, AdmitRate: cfg.XDSAdmitRate})
 	cleanup = append(cleanup, s.xds.Stop)
 	handler, err := newAPI(s.store, s.reg, s.xds, log, apiConfig{guard: gc, maxRouteConfigBytes: cfg.MaxRouteConfigBytes})
 	if err != nil {
