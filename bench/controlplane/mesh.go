@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"trellis.dev/trellis/internal/api"
+	trellisproxy "trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/apiclient"
 )
 
@@ -72,13 +73,15 @@ func applyRoutes(ctx context.Context, c *apiclient.Client, services int) error {
 }
 
 // dialAll opens n client connections to addr. Connections are lazy: each
-// connects when its first stream opens.
+// connects when its first stream opens. They take what a real proxy takes:
+// its default receive limit (a larger one here hid, once, that real proxies
+// got no config past ~3,300 services).
 func dialAll(addr string, n int) ([]*grpc.ClientConn, error) {
 	conns := make([]*grpc.ClientConn, 0, n)
 	for range n {
 		conn, err := grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(trellisproxy.DefaultXDSMaxRecvBytes)))
 		if err != nil {
 			closeAll(conns)
 			return nil, err
