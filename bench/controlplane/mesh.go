@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"trellis.dev/trellis/internal/api"
-	trellisproxy "trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/apiclient"
+	trellisproxy "trellis.dev/trellis/internal/proxy"
 )
 
 // The mesh: S services, each with versions v1 and v2 of two instances, and
