@@ -204,6 +204,43 @@ func TestADSStreamDoesNotRegister(t *testing.T) {
 	}
 }
 
+// A sidecar that NACKs, and whose ADS stream then breaks with an error,
+// stays registered: its membership stream, on the same connection, is
+// untouched. (Registration used to ride on the ADS stream, and config
+// trouble deregistered every instance.)
+func TestNACKAndBrokenADSStreamKeepRegistration(t *testing.T) {
+	reg := &fakeRegistrar{active: map[string]api.Instance{}}
+	s, addr := startServer(t, reg)
+	if err := s.Update(input("v1")); err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, addr)
+	joined, err := membership.Join(conn, membership.Announcement{Ready: true,
+		Instance: api.Instance{ID: "reviews-1", Service: "reviews", Version: "v1", Address: "127.0.0.1", Port: 15006}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer joined.Close()
+	c := newSotwClient(t, conn, sidecar(t, "reviews-1", "reviews", "v1", 15006), nil)
+	eventually(t, "CDS 1", func() bool { return c.version(resource.ClusterType) == "1" })
+
+	c.nack(resource.ClusterType, "cluster reviews|v2: bad config")
+	if err := s.Update(input("v1", "v2")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "NACK recorded", func() bool {
+		p := s.Proxies()
+		return len(p) == 1 && p[0].Types[resource.ClusterType].NackErr != ""
+	})
+	c.cancel() // the ADS stream ends with an error, as after a response over the limit
+	eventually(t, "ADS stream gone", func() bool { return len(s.Proxies()) == 0 })
+	if n := reg.count(); n != 1 || joined.Err() != nil {
+		t.Fatalf("after a NACK and a broken ADS stream: %d registered, membership %v", n, joined.Err())
+	}
+	joined.Close()
+	eventually(t, "deregistered when the membership stream ends", func() bool { return reg.count() == 0 })
+}
+
 // A second connection claiming a live node id is refused; the first keeps
 // its stream and status, and the id is free once the first is gone.
 func TestSecondConnectionForLiveNodeRefused(t *testing.T) {
