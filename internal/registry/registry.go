@@ -47,7 +47,18 @@ import (
 // lease TTLs up to whole seconds and has a floor of its own: 1 s with the
 // embedded etcd's timing, 2 s with etcd's default timing. etcd notices an
 // expired lease up to 0.5 s late.
-const DefaultTTL = 5 * time.Second
+//
+// 15 s, not less: the lease is the control plane's, not an instance's, so
+// the TTL decides only two things. How long a control plane starved of CPU
+// may go without renewing before every instance it registered is deleted at
+// once (bench/controlplane once lost a 5 s lease at 2,000 proxies × 1,000
+// services while pushing endpoint changes with nothing admitting streams,
+// on two shared cores); and how long the instances of a crashed control
+// plane stay listed, which gives their sidecars, still alive, the time to
+// reconnect to a control plane and register again before they expire.
+// Instances that die along with their control plane stay that long too;
+// callers retry another instance on a failed connect.
+const DefaultTTL = 15 * time.Second
 
 // revokeTimeout bounds the revoke at Close and the delete at deregistration;
 // if etcd does not answer in time the lease expires on its own within the
