@@ -59,20 +59,29 @@ func send(ch chan struct{}) {
 func TestAggregatorDebouncesBurst(t *testing.T) {
 	xds, signals := startAggregator(t, okRead)
 	start := time.Now()
-	for range 5 {
+	// A burst is 5 changes 1 ms apart; on a loaded machine a sleep can
+	// outlast the quiet period, and then the debouncer rightly publishes
+	// at that gap too: each such gap allows one more publish.
+	gaps := 0
+	last := time.Now()
+	for i := range 5 {
 		send(signals)
+		if now := time.Now(); i > 0 && now.Sub(last) >= debounceQuiet {
+			gaps++
+		}
+		last = time.Now()
 		time.Sleep(time.Millisecond)
 	}
-	testutil.Eventually(t, time.Second, "one publish", func() bool { return xds.count() == 1 })
+	testutil.Eventually(t, time.Second, "a publish", func() bool { return xds.count() >= 1 })
 	xds.mu.Lock()
 	first := xds.updates[0]
 	xds.mu.Unlock()
-	if d := first.Sub(start); d > debounceMax+50*time.Millisecond {
+	if d := first.Sub(start); d > debounceMax+50*time.Millisecond && gaps == 0 {
 		t.Errorf("published %s after the first change", d)
 	}
 	time.Sleep(3 * debounceQuiet)
-	if n := xds.count(); n != 1 {
-		t.Errorf("%d publishes for one burst", n)
+	if n := xds.count(); n > 1+gaps {
+		t.Errorf("%d publishes for one burst (%d gaps of the quiet period in it)", n, gaps)
 	}
 }
 
