@@ -39,6 +39,10 @@ const (
 	// Nothing reached the app, so the calling sidecar may send the request
 	// to another instance (see forward).
 	AppUnavailable Code = "app_unavailable"
+	// BadRequest: the client's request is malformed — ambiguous or invalid
+	// HTTP/1.1 framing (RFC 9112 §6), or a body that turned out malformed
+	// while it was being forwarded. Nothing of it is the instance's fault.
+	BadRequest Code = "bad_request"
 )
 
 // gRPC status codes used below (google.golang.org/grpc/codes), kept as
@@ -65,6 +69,7 @@ var mapping = map[Code]struct{ http, grpc int }{
 	UpstreamReset:         {http.StatusBadGateway, grpcUnavailable},
 	HeaderTooLarge:        {http.StatusRequestHeaderFieldsTooLarge, grpcInternal},
 	AppUnavailable:        {http.StatusServiceUnavailable, grpcUnavailable},
+	BadRequest:            {http.StatusBadRequest, grpcInternal},
 }
 
 // HTTPStatus is the HTTP status a response with this code carries.

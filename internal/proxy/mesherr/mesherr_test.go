@@ -22,6 +22,7 @@ func TestMapping(t *testing.T) {
 		{AccessDenied, 403, 7},
 		{EgressBlocked, 502, 7},
 		{UpstreamReset, 502, 14},
+		{BadRequest, 400, 13},
 		{"unknown", 500, 13},
 	}
 	for _, tt := range tests {
