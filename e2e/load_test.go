@@ -138,3 +138,6 @@ func countLines(p *proc, re *regexp.Regexp) int {
 	}
 	return n
 }
+
+// joinedLine is the control plane's log line for a registration.
+var joinedLine = regexp.MustCompile(`instance joined the mesh`)

@@ -210,8 +210,11 @@ func (s *Server) fail(err error) {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
-		// xDS first: proxies lose their stream and keep their last config,
-		// and their instances leave now rather than after the lease TTL.
+		// xDS first: proxies lose their streams and keep their last
+		// config. Their instances stay registered under this control
+		// plane's lease, released below and not revoked: the sidecars are
+		// still running and register again with the next control plane
+		// before the TTL runs out, so its first push has every endpoint.
 		s.xds.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		if err := s.http.Shutdown(ctx); err != nil {
@@ -220,7 +223,7 @@ func (s *Server) Close() error {
 		}
 		cancel()
 		s.wg.Wait()
-		s.reg.Close()
+		s.reg.Release()
 		s.store.Close()
 		s.log.Info("control plane stopped")
 		close(s.done)

@@ -216,3 +216,20 @@ func TestRegistrarFailureRetried(t *testing.T) {
 		return c.Status().Registered && len(reg.get()) == 1
 	})
 }
+
+// After Keep (the control plane is stopping), a stream that ends leaves its
+// instance registered for the next control plane.
+func TestKeepLeavesRegistrationsWhenStreamsEnd(t *testing.T) {
+	reg := newFake()
+	srv, addr := startServer(t, reg)
+	c, cancel, done := runClient(t, addr, instance("a"))
+	c.SetReady(true)
+	testutil.Eventually(t, 5*time.Second, "registered", func() bool { return len(reg.get()) == 1 })
+	srv.Keep()
+	cancel()
+	<-done
+	testutil.Eventually(t, 5*time.Second, "stream gone", func() bool { return len(srv.Members()) == 0 })
+	if got := reg.get(); len(got) != 1 {
+		t.Fatalf("after Keep, a stream's end deregistered: %v", got)
+	}
+}

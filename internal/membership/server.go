@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -32,6 +33,9 @@ type Registrar interface {
 type Server struct {
 	reg Registrar
 	log *slog.Logger
+	// keep: the control plane is stopping; streams that end now leave
+	// their registrations for the next control plane (see Keep).
+	keep atomic.Bool
 
 	mu      sync.Mutex
 	members map[string]*member // by node ID: the live streams
@@ -58,6 +62,12 @@ func NewServer(reg Registrar, log *slog.Logger) *Server {
 	}
 	return &Server{reg: reg, log: log.With("component", "membership"), members: map[string]*member{}}
 }
+
+// Keep makes streams that end from now on leave their instances
+// registered: the control plane is stopping, its sidecars are not, and they
+// will register again with the next one (registry.Release keeps the keys
+// until then).
+func (s *Server) Keep() { s.keep.Store(true) }
 
 // Attach serves the membership service on g.
 func (s *Server) Attach(g *grpc.Server) { g.RegisterService(&serviceDesc, s) }
@@ -98,7 +108,10 @@ func (s *Server) join(stream grpc.ServerStream) error {
 	log := s.log.With("node", id, "peer", peerAddr)
 	var deregister func()
 	defer func() {
-		if deregister != nil {
+		switch {
+		case deregister != nil && s.keep.Load():
+			log.Debug("control plane stopping: instance left registered for the next one")
+		case deregister != nil:
 			deregister()
 			log.Info("instance left the mesh")
 		}

@@ -216,13 +216,28 @@ func (r *Registry) Register(ctx context.Context, inst api.Instance) (deregister 
 // Close revokes the registry's lease, so every instance it holds leaves now
 // rather than when the TTL runs out, and stops the keepalive. With a closed
 // client it does not wait for etcd: the lease then expires on its own.
-func (r *Registry) Close() {
+func (r *Registry) Close() { r.stop(true) }
+
+// Release stops keeping the lease alive without revoking it: every instance
+// stays in etcd until the lease's TTL runs out. A control plane that stops
+// cleanly releases rather than closes, so that the sidecars it served, which
+// are still running, can register again with the next control plane (a
+// restart, another replica) before their instances expire: the first config
+// that control plane pushes still has every endpoint. (Closing made every
+// restart push configs without them: 404s and 503s until the sidecars came
+// back.) Deregistering after Release does nothing.
+func (r *Registry) Release() { r.stop(false) }
+
+func (r *Registry) stop(revoke bool) {
 	r.mu.Lock()
 	r.closed = true
 	clear(r.held)
 	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
+	if !revoke {
+		return
+	}
 	// The keeper has returned, so last is the last lease anyone wrote under.
 	r.mu.Lock()
 	lease := r.last

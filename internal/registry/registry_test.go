@@ -477,6 +477,49 @@ func TestCloseRevokesAll(t *testing.T) {
 	}
 }
 
+// Release leaves every instance in etcd under the unrenewed lease, for a
+// next control plane to take over, and they expire with the TTL; a second
+// registry writing the same IDs takes them over and they outlive the
+// first's lease.
+func TestReleaseLeavesInstancesForTheNextControlPlane(t *testing.T) {
+	t.Parallel()
+	r := New(newClient(t), 2*time.Second, discard())
+	var deregs []func()
+	for _, id := range []string{"r-1", "r-2", "r-3"} {
+		d, err := r.Register(t.Context(), inst(id, "releasing", "v1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deregs = append(deregs, d)
+	}
+	lease := r.LeaseID()
+	r.Release()
+	for _, d := range deregs {
+		d() // the streams end as the control plane stops: no effect
+	}
+	if got := ids(t, "releasing"); len(got) != 3 {
+		t.Fatalf("after Release: %v, want all three still there", got)
+	}
+	if !leaseAlive(t, lease) {
+		t.Fatalf("lease %x revoked by Release", lease)
+	}
+
+	// The next control plane: two of the three sidecars register again.
+	next := New(newClient(t), 5*time.Second, discard())
+	t.Cleanup(next.Close)
+	for _, id := range []string{"r-1", "r-2"} {
+		if _, err := next.Register(t.Context(), inst(id, "releasing", "v1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The released lease expires: only the one nobody registered again goes.
+	testutil.Eventually(t, 10*time.Second, "the released lease expired", func() bool { return !leaseAlive(t, lease) })
+	testutil.Eventually(t, 5*time.Second, "r-3 gone with it", func() bool { return len(ids(t, "releasing")) == 2 })
+	if got := ids(t, "releasing"); !slices.Equal(got, []string{"r-1", "r-2"}) {
+		t.Errorf("after the released lease expired: %v, want r-1 r-2", got)
+	}
+}
+
 func TestRegisterRejectsBadInstance(t *testing.T) {
 	t.Parallel()
 	r := newRegistry(t, time.Second)

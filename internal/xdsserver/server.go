@@ -147,8 +147,14 @@ func (s *Server) Members() []membership.Member {
 	return s.members.Members()
 }
 
-// Stop closes every stream (deregistering every instance) and the listener.
+// Stop closes every stream and the listener. Instances stay registered:
+// their sidecars are still running and register again with the next
+// control plane; the registry's lease bounds how long they stay otherwise
+// (see registry.Release).
 func (s *Server) Stop() {
+	if s.members != nil {
+		s.members.Keep()
+	}
 	s.grpc.Stop()
 	s.cancel()
 }
