@@ -2,13 +2,15 @@
 // an instance is in the mesh exactly as long as something keeps its lease
 // alive.
 //
-// A control plane registers an instance when the instance's sidecar opens
-// its xDS stream and deregisters it (deletes its key) when the stream ends.
-// Every instance one Registry registers shares that Registry's one lease,
-// renewed by one keepalive loop. If the control plane itself dies, nobody
-// renews the lease and etcd removes all its instances within the TTL, so a
-// crashed control plane cannot leave stale endpoints behind (a cause of 503s
-// during rollouts in other meshes).
+// A control plane registers an instance while the instance's sidecar
+// announces it ready on its membership stream (internal/membership) and
+// deregisters it (deletes its key) when it is no longer ready or the stream
+// ends. Every instance one Registry registers shares that Registry's one
+// lease, renewed by one keepalive loop. If the control plane itself stops
+// (Release) or dies, nobody renews the lease: its sidecars register again
+// with the next control plane, and etcd removes what nobody registered
+// again within the TTL, so a gone control plane leaves no stale endpoints
+// behind for long (a cause of 503s during rollouts in other meshes).
 //
 // Why one lease and not one per instance: the keepalive traffic and work
 // must not grow with the mesh. With a lease per instance, a control plane
