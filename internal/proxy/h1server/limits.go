@@ -153,3 +153,35 @@ func Refuse(nc net.Conn, e *mesherr.Error) {
 const netHTTP431 = "HTTP/1.1 431 Request Header Fields Too Large\r\n" +
 	"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" +
 	"431 Request Header Fields Too Large"
+
+// net/http's own plain answers to requests it cannot read (server.go,
+// conn.serve): "HTTP/1.1 400 Bad Request[: reason]", errorHeaders, the
+// status again as the body; or a 501 to an unsupported transfer coding.
+// handedConn replaces them with ours; TestHandOff notices if net/http
+// changes them.
+const (
+	netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+	netHTTP400          = "400 Bad Request"
+	netHTTP501          = "HTTP/1.1 501 Not Implemented" + netHTTPErrorHeaders + "Unsupported transfer encoding"
+)
+
+// netHTTPError reports whether p is one of net/http's plain 400 or 501
+// answers, and its reason.
+func netHTTPError(p []byte) (string, bool) {
+	s := string(p) // no allocation for the comparisons
+	const line = "HTTP/1.1 " + netHTTP400
+	if len(s) < len(line) || s[:len(line)] != line {
+		if s == netHTTP501 {
+			return "unsupported transfer encoding", true
+		}
+		return "", false
+	}
+	i := strings.Index(s, netHTTPErrorHeaders)
+	if i < 0 || s[i+len(netHTTPErrorHeaders):] != s[len("HTTP/1.1 "):i] {
+		return "", false
+	}
+	if r, ok := strings.CutPrefix(s[len(line):i], ": "); ok && r != "" {
+		return r, true
+	}
+	return "refused by the HTTP/1.1 parser", true
+}

@@ -91,7 +91,12 @@ type Server struct {
 	// 431 (for metrics).
 	HeaderTooLarge func()
 
-	maxHeaderBytes, maxHeaders int // resolved by the first Serve
+	// BadRequest, when set, is called for each request refused with 400
+	// bad_request for its framing (framing.go), for metrics.
+	BadRequest func()
+
+	maxHeaderBytes, maxHeaders int    // resolved by the first Serve
+	marker                     string // names the stand-ins of refused heads (framing.go)
 
 	closing atomic.Bool
 
@@ -179,7 +184,15 @@ func (s *Server) setLimits() {
 	if h == nil {
 		h = http.DefaultServeMux
 	}
-	s.Fallback.Handler = LimitHeaders(h, s.maxHeaderBytes, s.maxHeaders, s.HeaderTooLarge)
+	s.marker = newMarker()
+	s.Fallback.Handler = s.refuseMarked(LimitHeaders(h, s.maxHeaderBytes, s.maxHeaders, s.HeaderTooLarge))
+}
+
+// badRequest counts one 400 bad_request.
+func (s *Server) badRequest() {
+	if s.BadRequest != nil {
+		s.BadRequest()
+	}
 }
 
 // refused counts one 431.
@@ -353,6 +366,17 @@ func (c *conn) serve() {
 			return
 		}
 		if v == handOff {
+			// What the own loop does not serve may be badly framed: refused
+			// here when its head is whole in the buffer, else by the
+			// framer that net/http reads through.
+			buf, _ := c.br.Peek(c.br.Buffered())
+			if h := checkHead(buf); h.reason != "" {
+				c.s.badRequest()
+				if c.bw.Flush() == nil {
+					Refuse(c.rw, BadFraming(h.reason))
+				}
+				return
+			}
 			handedOff = c.handOff()
 			return
 		}
@@ -482,7 +506,8 @@ func (c *conn) handOff() bool {
 		return false
 	}
 	c.rwc.SetReadDeadline(time.Time{})
-	return c.s.handoff.push(&handedConn{Conn: c.rw, r: c.br, s: c.s})
+	fr := newFramer(c.br, c.s.Fallback.MaxHeaderBytes+4096, c.s.marker)
+	return c.s.handoff.push(&handedConn{Conn: c.rw, r: fr, s: c.s})
 }
 
 // bodyReader reads a request body of known length from the connection's
@@ -513,18 +538,27 @@ func (b *bodyReader) Close() error { return nil }
 // server had buffered.
 type handedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r *framer // reads what this server had buffered, then the connection
 	s *Server
 }
 
 func (c *handedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // Write replaces net/http's answer to a head over its MaxHeaderBytes (the
-// backstop: see Server.MaxHeaderBytes) with ours.
+// backstop: see Server.MaxHeaderBytes) with ours, and so its plain 400s
+// and 501s to the malformed requests it refuses itself (the framer
+// refuses the framing cases before net/http sees them).
 func (c *handedConn) Write(p []byte) (int, error) {
+	var e *mesherr.Error
 	if len(p) == len(netHTTP431) && string(p) == netHTTP431 {
 		c.s.refused()
-		if _, err := c.Conn.Write(ErrorResponse(HeadTooLarge(c.s.maxHeaderBytes))); err != nil {
+		e = HeadTooLarge(c.s.maxHeaderBytes)
+	} else if reason, ok := netHTTPError(p); ok {
+		c.s.badRequest()
+		e = mesherr.New(mesherr.BadRequest, "malformed request: %s", reason)
+	}
+	if e != nil {
+		if _, err := c.Conn.Write(ErrorResponse(e)); err != nil {
 			return 0, err
 		}
 		return len(p), nil

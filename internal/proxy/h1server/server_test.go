@@ -365,31 +365,34 @@ func TestHandOff(t *testing.T) {
 			status: 200, body: "POST /big " + bigBody},
 		{name: "head over 8 KiB", req: "GET /bighead HTTP/1.1\r\nHost: svc\r\nX-Big: " + bigHeader + "\r\n\r\n",
 			status: 200, body: "GET /bighead "},
+		// A refused CONNECT or Upgrade closes: the framer (framing.go)
+		// stopped following the connection.
 		{name: "CONNECT", req: "CONNECT svc:443 HTTP/1.1\r\nHost: svc:443\r\n\r\n",
-			method: "CONNECT", status: 403, body: "no tunnels here\n"},
+			method: "CONNECT", status: 403, body: "no tunnels here\n", closed: true},
 		{name: "Upgrade", req: "GET /ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-			status: 200, body: "GET /ws "},
+			status: 200, body: "GET /ws ", closed: true},
 		{name: "absolute form with an IDN host", req: "GET http://b\xc3\xbccher/x HTTP/1.1\r\nHost: svc\r\n\r\n",
 			status: 200, body: "GET http://b\xc3\xbccher/x "},
 		{name: "bare LF line ends", req: "GET /lf HTTP/1.1\nHost: svc\n\n",
 			status: 200, body: "GET /lf "},
 		{name: "bare LF ending the head only", req: "GET /lf2 HTTP/1.1\r\nHost: svc\r\n\n",
 			status: 200, body: "GET /lf2 "},
+		// What is malformed: refused by the framing checks (framing.go), or
+		// by net/http, whose plain 400s are replaced by ours.
 		{name: "obs-fold", req: "GET /fold HTTP/1.1\r\nHost: svc\r\nX-A: a\r\n b\r\n\r\n",
-			status: 200, body: "GET /fold "},
-		// net/http's own answers to what is malformed.
+			status: 400, body: "bad_request: malformed request framing: obs-fold (a field line starting with whitespace)\n", closed: true},
 		{name: "malformed field", req: "GET / HTTP/1.1\r\nHost: svc\r\nNo colon here\r\n\r\n",
-			status: 400, body: "400 Bad Request", closed: true},
+			status: 400, body: "bad_request: malformed request framing: header field without a colon\n", closed: true},
 		{name: "no Host", req: "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
-			status: 400, body: "400 Bad Request: missing required Host header", closed: true},
+			status: 400, body: "bad_request: malformed request: missing required Host header\n", closed: true},
 		{name: "two Hosts", req: "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-			status: 400, body: "400 Bad Request", closed: true},
+			status: 400, body: "bad_request: malformed request: refused by the HTTP/1.1 parser\n", closed: true},
 		{name: "unknown transfer coding", req: "POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: gzip\r\n\r\n",
-			status: 501, body: "Unsupported transfer encoding", closed: true},
+			status: 400, body: "bad_request: malformed request framing: Transfer-Encoding \"gzip\": only chunked is accepted\n", closed: true},
 		{name: "malformed request line", req: "GET /index.html\r\nHost: svc\r\n\r\n",
-			status: 400, body: "400 Bad Request", closed: true},
+			status: 400, body: "bad_request: malformed request framing: malformed request line\n", closed: true},
 		{name: "a request line alone", req: "GET /index.html\r\n",
-			status: 400, body: "400 Bad Request", closed: true},
+			status: 400, body: "bad_request: malformed request framing: malformed request line\n", closed: true},
 	}
 	ts := startServer(t, echo)
 	for _, tt := range tests {
