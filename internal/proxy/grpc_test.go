@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,6 +164,15 @@ func TestGRPCMeshErrors(t *testing.T) {
 		for name, cc := range grpcClients(t, client.OutboundAddr(), tt.authority) {
 			t.Run(tt.authority+"/"+name, func(t *testing.T) {
 				_, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+				if name == "CONNECT" && tt.authority == "nowhere:9090" {
+					// Not a mesh service: a host outside the mesh, which the
+					// sidecar connects to before answering CONNECT, as
+					// without a mesh (tunnel_test.go).
+					if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "CONNECT: 503") {
+						t.Fatalf("got %v, want Unavailable with the CONNECT's 503", err)
+					}
+					return
+				}
 				if st := status.Convert(err); st.Code() != tt.code || st.Message() != tt.message {
 					t.Fatalf("got %v, want %v %q", err, tt.code, tt.message)
 				}

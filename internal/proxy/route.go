@@ -27,12 +27,9 @@ type routeHandler struct {
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodConnect {
-		if h.tunnels == nil {
-			http.Error(w, "CONNECT is not accepted on the "+h.listener+" listener", http.StatusMethodNotAllowed)
-			return
-		}
-		// The requests inside the tunnel come back to ServeHTTP one by one.
-		h.tunnels.ServeHTTP(w, r)
+		// connect.go: routed (the requests inside come back to ServeHTTP
+		// one by one) or relayed as TCP; refused without tunnels.
+		h.serveConnect(w, r)
 		return
 	}
 	start := time.Now()

@@ -37,6 +37,8 @@ type Metrics struct {
 	duration      *prometheus.HistogramVec
 	configUpdates prometheus.Counter
 	rejected      *prometheus.CounterVec
+	tunnels       *prometheus.CounterVec
+	tunnelBytes   *prometheus.CounterVec
 
 	cache sync.Map // seriesKey → *series
 }
@@ -68,6 +70,14 @@ func New(xdsConnected func() bool) *Metrics {
 		Name: "trellis_proxy_connections_rejected_total",
 		Help: "Connections refused by a listener, by listener and reason (overloaded: over its connection cap; fd_exhausted: accept failed for want of file descriptors).",
 	}, []string{"listener", "reason"})
+	m.tunnels = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_tunnels_total",
+		Help: "CONNECT tunnels ended, by destination (mesh, external), protocol sniffed inside (http/1.1, h2, tls, tcp) and mode (routed: request by request; relayed: TCP).",
+	}, []string{"destination", "protocol", "mode"})
+	m.tunnelBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_tunnel_bytes_total",
+		Help: "Bytes relayed by TCP tunnels, by destination (mesh, external) and direction (sent: client to upstream; received: upstream to client), counted when a tunnel ends.",
+	}, []string{"destination", "direction"})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "trellis_proxy_xds_connected",
 		Help: "1 while the xDS stream to the control plane is up.",
@@ -77,7 +87,7 @@ func New(xdsConnected func() bool) *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, connected)
+	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, m.tunnels, m.tunnelBytes, connected)
 	return m
 }
 
@@ -134,4 +144,17 @@ func (m *Metrics) TrackOpenConnections(listener string, open func() int64) {
 		Help:        "Connections open on a listener, the ones handed to net/http and CONNECT tunnels included.",
 		ConstLabels: prometheus.Labels{"listener": listener},
 	}, func() float64 { return float64(open()) }))
+}
+
+// ObserveTunnel records one ended CONNECT tunnel: destination "mesh" or
+// "external", the protocol sniffed inside, whether it was relayed as TCP
+// (else routed request by request), and the bytes relayed each way.
+func (m *Metrics) ObserveTunnel(destination, protocol string, relayed bool, sent, received int64) {
+	mode := "routed"
+	if relayed {
+		mode = "relayed"
+		m.tunnelBytes.WithLabelValues(destination, "sent").Add(float64(sent))
+		m.tunnelBytes.WithLabelValues(destination, "received").Add(float64(received))
+	}
+	m.tunnels.WithLabelValues(destination, protocol, mode).Inc()
 }
