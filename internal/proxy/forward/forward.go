@@ -9,6 +9,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -242,6 +243,18 @@ func (f *Forwarder) writeError(w http.ResponseWriter, r *http.Request, t *Target
 		w.WriteHeader(StatusClientClosedRequest)
 		return
 	}
+	var be *clientBodyError
+	if errors.As(err, &be) {
+		// The client's body failed (malformed chunk, cut short): its
+		// fault, not the instance's.
+		e := mesherr.Wrap(err, mesherr.BadRequest, "malformed request body: %s", rootCause(err))
+		f.log.Debug("forward failed", "code", e.Code, "error", e.Msg, "host", r.Host, "path", r.URL.Path)
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		mesherr.Write(w, r, e)
+		return
+	}
 	e, ok := mesherr.As(err)
 	if !ok {
 		e = mesherr.Wrap(err, mesherr.UpstreamReset, "%s at %s failed after the request was sent: %s",
@@ -249,6 +262,23 @@ func (f *Forwarder) writeError(w http.ResponseWriter, r *http.Request, t *Target
 	}
 	f.log.Debug("forward failed", "code", e.Code, "error", e.Msg, "host", r.Host, "path", r.URL.Path)
 	mesherr.Write(w, r, e)
+}
+
+// clientBodyError is a failure reading the client's request body, so
+// that writeError can tell it from the instance's failures (http.Transport
+// returns a body's read error as it is).
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// bodyError marks err, from reading the client's body, as such (io.EOF
+// and nil stay as they are).
+func bodyError(err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	return &clientBodyError{err}
 }
 
 // rootCause is the innermost error ("connection refused", "i/o timeout"),

@@ -93,7 +93,7 @@ func (f *Forwarder) forwardH1(w http.ResponseWriter, r *http.Request, t *Target)
 	defer sharedBuffers.Put(buf)
 	body := buf[:r.ContentLength]
 	if _, err := io.ReadFull(r.Body, body); err != nil {
-		f.writeError(w, r, t, err)
+		f.writeError(w, r, t, bodyError(err))
 		return
 	}
 	c, res, err := f.exchange(w, r, t, body)

@@ -181,7 +181,7 @@ func newReplayBody(rc io.ReadCloser, keep bool) *replayBody {
 func (b *replayBody) fill(n int64) error {
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(b.rc, buf); err != nil {
-		return err
+		return bodyError(err)
 	}
 	b.buf, b.consumed, b.eof = buf, true, true
 	return nil
@@ -244,6 +244,7 @@ func (t *tryBody) Read(p []byte) (int, error) {
 	b.mu.Unlock()
 
 	n, err := b.rc.Read(p)
+	err = bodyError(err)
 
 	b.mu.Lock()
 	b.reading = false
