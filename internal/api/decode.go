@@ -23,6 +23,12 @@ func (r *Route) GetKind() string { return KindRoute }
 // Meta returns the resource's metadata for the store to fill in.
 func (r *Route) Meta() *Metadata { return &r.Metadata }
 
+// GetKind reports the resource's kind.
+func (p *TrafficPolicy) GetKind() string { return KindTrafficPolicy }
+
+// Meta returns the resource's metadata for the store to fill in.
+func (p *TrafficPolicy) Meta() *Metadata { return &p.Metadata }
+
 // MaxInputBytes is the largest input Decode reads. The HTTP API caps apply
 // bodies lower still (control.MaxApplyBytes); this bound holds for every
 // caller.
@@ -111,10 +117,12 @@ func decodeOne(raw any) (Resource, error) {
 	switch kind {
 	case KindRoute:
 		r = &Route{}
+	case KindTrafficPolicy:
+		r = &TrafficPolicy{}
 	case "":
 		return nil, fmt.Errorf(": kind: required")
 	default:
-		return nil, fmt.Errorf(": kind: unknown kind %q (known: %s)", kind, KindRoute)
+		return nil, fmt.Errorf(": kind: unknown kind %q (known: %s, %s)", kind, KindRoute, KindTrafficPolicy)
 	}
 	name, _ := nestedString(obj, "metadata", "name")
 	where := fmt.Sprintf(" (%s %q): ", kind, name)
@@ -143,6 +151,8 @@ func DecodeJSON(kind string, data []byte) (Resource, error) {
 	switch kind {
 	case KindRoute:
 		r = &Route{}
+	case KindTrafficPolicy:
+		r = &TrafficPolicy{}
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)
 	}
@@ -179,6 +189,8 @@ func KindFor(s string) (string, bool) {
 	switch strings.ToLower(s) {
 	case "route", "routes", "rt":
 		return KindRoute, true
+	case "trafficpolicy", "trafficpolicies", "tp":
+		return KindTrafficPolicy, true
 	}
 	return "", false
 }

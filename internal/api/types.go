@@ -12,7 +12,8 @@ const DefaultNamespace = "default"
 
 // Kinds this release knows.
 const (
-	KindRoute = "Route"
+	KindRoute         = "Route"
+	KindTrafficPolicy = "TrafficPolicy"
 )
 
 // Metadata names a resource.
@@ -63,6 +64,72 @@ type StringMatch struct {
 	Prefix  string `json:"prefix,omitempty"`
 	Regex   string `json:"regex,omitempty"`
 	Present bool   `json:"present,omitempty"`
+}
+
+// TrafficPolicy says how a service's traffic is spread over its
+// instances: the load balancer (later also connection limits, outlier
+// detection and health checks). Without Version it applies to every
+// cluster of the service; with Version only to that version's cluster, and
+// there it wins over a policy without version.
+type TrafficPolicy struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   Metadata          `json:"metadata"`
+	Spec       TrafficPolicySpec `json:"spec"`
+}
+
+// TrafficPolicySpec is what a TrafficPolicy says. Fields for connection
+// limits, outlier detection and health checks come later; until then
+// strict decoding rejects them as unknown.
+type TrafficPolicySpec struct {
+	// Service is the mesh service the policy applies to.
+	Service string `json:"service"`
+	// Version narrows the policy to one version's cluster.
+	Version string `json:"version,omitempty"`
+	// LoadBalancer chooses the instance of each request.
+	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty"`
+}
+
+// LoadBalancer sets exactly one balancing algorithm.
+type LoadBalancer struct {
+	RoundRobin     *RoundRobinLB     `json:"roundRobin,omitempty"`
+	LeastRequest   *LeastRequestLB   `json:"leastRequest,omitempty"`
+	Random         *RandomLB         `json:"random,omitempty"`
+	ConsistentHash *ConsistentHashLB `json:"consistentHash,omitempty"`
+}
+
+// RoundRobinLB cycles through the healthy instances (the default).
+type RoundRobinLB struct{}
+
+// RandomLB picks a healthy instance at random.
+type RandomLB struct{}
+
+// LeastRequestLB draws ChoiceCount healthy instances at random and sends to
+// the one with the fewest requests in flight (power of two choices).
+type LeastRequestLB struct {
+	// ChoiceCount is how many instances are drawn, 2..10 (default 2).
+	ChoiceCount *int `json:"choiceCount,omitempty"`
+}
+
+// ConsistentHashLB sends the requests with the same key to the same
+// instance (a ring hash): the key is one header's value, one cookie's
+// value, or the client's IP address. Exactly one of Header, Cookie and
+// SourceIP is set.
+type ConsistentHashLB struct {
+	Header   string      `json:"header,omitempty"`
+	Cookie   *HashCookie `json:"cookie,omitempty"`
+	SourceIP bool        `json:"sourceIP,omitempty"`
+	// MinimumRingSize is the least number of ring entries, 64..65536
+	// (default 1024); more entries spread keys more evenly.
+	MinimumRingSize *int `json:"minimumRingSize,omitempty"`
+}
+
+// HashCookie names the cookie whose value is the hash key.
+type HashCookie struct {
+	Name string `json:"name"`
+	// TTL, a Go duration ("1h"), asks the proxy to create the cookie when
+	// the request has none (Envoy does; the Trellis proxy does not yet).
+	TTL string `json:"ttl,omitempty"`
 }
 
 // Instance is one running copy of a service version, as registered by its

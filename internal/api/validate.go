@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks one resource and returns the first problem as
@@ -16,6 +17,8 @@ func Validate(r Resource) error {
 	switch r := r.(type) {
 	case *Route:
 		return validateRoute(r)
+	case *TrafficPolicy:
+		return validateTrafficPolicy(r)
 	}
 	return fmt.Errorf("kind: unknown kind %q", r.GetKind())
 }
@@ -234,4 +237,93 @@ func MajorOf(version string) (string, bool) {
 		return "", false
 	}
 	return strconv.Itoa(n), true
+}
+
+// Bounds of the load balancer's parameters.
+const (
+	MinChoiceCount     = 2
+	MaxChoiceCount     = 10
+	DefaultChoiceCount = 2
+	MinRingSize        = 64
+	MaxRingSize        = 65536
+	DefaultRingSize    = 1024
+	// MaxCookieTTL bounds a hash cookie's lifetime (a year).
+	MaxCookieTTL = 365 * 24 * time.Hour
+)
+
+func validateTrafficPolicy(p *TrafficPolicy) error {
+	if p.Kind != KindTrafficPolicy {
+		return fmt.Errorf("kind: must be %q, got %q", KindTrafficPolicy, p.Kind)
+	}
+	if err := validateMeta(p.Kind, p.APIVersion, p.Metadata); err != nil {
+		return err
+	}
+	s := p.Spec
+	if err := validateName("spec.service", s.Service); err != nil {
+		return err
+	}
+	if s.Version != "" && (!versionLabel.MatchString(s.Version) || len(s.Version) > 63) {
+		return fmt.Errorf("spec.version: %q must be letters, digits, '-', '_' and '.', at most 63 characters", s.Version)
+	}
+	if s.LoadBalancer == nil {
+		return errors.New("spec.loadBalancer: required (the only policy so far)")
+	}
+	return validateLoadBalancer("spec.loadBalancer", s.LoadBalancer)
+}
+
+func validateLoadBalancer(p string, lb *LoadBalancer) error {
+	set := 0
+	for _, on := range []bool{lb.RoundRobin != nil, lb.LeastRequest != nil, lb.Random != nil, lb.ConsistentHash != nil} {
+		if on {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("%s: set exactly one of roundRobin, leastRequest, random, consistentHash (got %d)", p, set)
+	}
+	if lr := lb.LeastRequest; lr != nil && lr.ChoiceCount != nil {
+		if n := *lr.ChoiceCount; n < MinChoiceCount || n > MaxChoiceCount {
+			return fmt.Errorf("%s.leastRequest.choiceCount: %d is out of range %d..%d", p, n, MinChoiceCount, MaxChoiceCount)
+		}
+	}
+	if ch := lb.ConsistentHash; ch != nil {
+		return validateConsistentHash(p+".consistentHash", ch)
+	}
+	return nil
+}
+
+func validateConsistentHash(p string, ch *ConsistentHashLB) error {
+	set := 0
+	for _, on := range []bool{ch.Header != "", ch.Cookie != nil, ch.SourceIP} {
+		if on {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("%s: set exactly one of header, cookie, sourceIP (got %d)", p, set)
+	}
+	if ch.Header != "" && !validHeaderName(ch.Header) {
+		return fmt.Errorf("%s.header: %q is not a valid header name", p, ch.Header)
+	}
+	if c := ch.Cookie; c != nil {
+		if c.Name == "" {
+			return fmt.Errorf("%s.cookie.name: required", p)
+		}
+		if !validHeaderName(c.Name) { // a cookie name is an RFC 6265 token
+			return fmt.Errorf("%s.cookie.name: %q is not a valid cookie name", p, c.Name)
+		}
+		if c.TTL != "" {
+			d, err := time.ParseDuration(c.TTL)
+			if err != nil {
+				return fmt.Errorf("%s.cookie.ttl: %q is not a duration (like 30m or 1h)", p, c.TTL)
+			}
+			if d <= 0 || d > MaxCookieTTL || d%time.Second != 0 {
+				return fmt.Errorf("%s.cookie.ttl: %s must be whole seconds, more than 0 and at most %s", p, c.TTL, MaxCookieTTL)
+			}
+		}
+	}
+	if n := ch.MinimumRingSize; n != nil && (*n < MinRingSize || *n > MaxRingSize) {
+		return fmt.Errorf("%s.minimumRingSize: %d is out of range %d..%d", p, *n, MinRingSize, MaxRingSize)
+	}
+	return nil
 }

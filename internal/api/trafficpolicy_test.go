@@ -1,0 +1,88 @@
+package api
+
+import (
+	"strings"
+	"testing"
+)
+
+func policy(spec string) string {
+	return "apiVersion: trellis.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: reviews}\nspec:\n" + spec
+}
+
+func TestDecodeTrafficPolicy(t *testing.T) {
+	rs, err := Decode([]byte(policy("  service: reviews\n  version: v2\n  loadBalancer:\n    consistentHash: {header: x-user, minimumRingSize: 2048}\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := rs[0].(*TrafficPolicy)
+	if p.Metadata.Namespace != "default" || p.Spec.Service != "reviews" || p.Spec.Version != "v2" ||
+		p.Spec.LoadBalancer.ConsistentHash.Header != "x-user" || *p.Spec.LoadBalancer.ConsistentHash.MinimumRingSize != 2048 {
+		t.Fatalf("decoded %+v", p.Spec)
+	}
+}
+
+func TestTrafficPolicyValid(t *testing.T) {
+	for name, spec := range map[string]string{
+		"roundRobin":        "  service: reviews\n  loadBalancer: {roundRobin: {}}\n",
+		"random":            "  service: reviews\n  loadBalancer: {random: {}}\n",
+		"leastRequest":      "  service: reviews\n  loadBalancer: {leastRequest: {}}\n",
+		"leastRequest 10":   "  service: reviews\n  loadBalancer: {leastRequest: {choiceCount: 10}}\n",
+		"cookie":            "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: session}}}\n",
+		"cookie ttl":        "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: session, ttl: 1h}}}\n",
+		"sourceIP":          "  service: reviews\n  version: \"1.0\"\n  loadBalancer: {consistentHash: {sourceIP: true}}\n",
+		"ring size bounds":  "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 64}}\n",
+		"ring size maximum": "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 65536}}\n",
+	} {
+		if _, err := Decode([]byte(policy(spec))); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestTrafficPolicyErrors(t *testing.T) {
+	tests := []struct{ name, spec, want string }{
+		{"no service", "  loadBalancer: {random: {}}\n", "spec.service: required"},
+		{"bad version", "  service: reviews\n  version: \"v 1\"\n  loadBalancer: {random: {}}\n", `spec.version: "v 1" must be`},
+		{"no lb", "  service: reviews\n", "spec.loadBalancer: required"},
+		{"none", "  service: reviews\n  loadBalancer: {}\n", "spec.loadBalancer: set exactly one of roundRobin, leastRequest, random, consistentHash (got 0)"},
+		{"two", "  service: reviews\n  loadBalancer: {random: {}, roundRobin: {}}\n", "spec.loadBalancer: set exactly one of roundRobin, leastRequest, random, consistentHash (got 2)"},
+		{"choices low", "  service: reviews\n  loadBalancer: {leastRequest: {choiceCount: 1}}\n", "spec.loadBalancer.leastRequest.choiceCount: 1 is out of range 2..10"},
+		{"choices high", "  service: reviews\n  loadBalancer: {leastRequest: {choiceCount: 11}}\n", "spec.loadBalancer.leastRequest.choiceCount: 11 is out of range 2..10"},
+		{"hash none", "  service: reviews\n  loadBalancer: {consistentHash: {}}\n", "spec.loadBalancer.consistentHash: set exactly one of header, cookie, sourceIP (got 0)"},
+		{"hash two", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, sourceIP: true}}\n", "(got 2)"},
+		{"bad header", "  service: reviews\n  loadBalancer: {consistentHash: {header: \"a b\"}}\n", `spec.loadBalancer.consistentHash.header: "a b" is not a valid header name`},
+		{"cookie no name", "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {ttl: 1h}}}\n", "spec.loadBalancer.consistentHash.cookie.name: required"},
+		{"cookie bad name", "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: \"a;b\"}}}\n", "spec.loadBalancer.consistentHash.cookie.name: \"a;b\" is not a valid cookie name"},
+		{"cookie bad ttl", "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: s, ttl: soon}}}\n", "spec.loadBalancer.consistentHash.cookie.ttl: \"soon\" is not a duration"},
+		{"cookie ttl fraction", "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: s, ttl: 1500ms}}}\n", "spec.loadBalancer.consistentHash.cookie.ttl: 1500ms must be whole seconds"},
+		{"cookie ttl negative", "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: s, ttl: -1h}}}\n", "cookie.ttl: -1h must be whole seconds, more than 0"},
+		{"ring small", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 63}}\n", "spec.loadBalancer.consistentHash.minimumRingSize: 63 is out of range 64..65536"},
+		{"ring big", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 65537}}\n", "minimumRingSize: 65537 is out of range"},
+		{"unknown field", "  service: reviews\n  outlierDetection: {}\n  loadBalancer: {random: {}}\n", "spec.outlierDetection: unknown field (known: loadBalancer, service, version)"},
+		{"unknown lb", "  service: reviews\n  loadBalancer: {maglev: {}}\n", "spec.loadBalancer.maglev: unknown field (known: consistentHash, leastRequest, random, roundRobin)"},
+		{"random with field", "  service: reviews\n  loadBalancer: {random: {seed: 1}}\n", "spec.loadBalancer.random.seed: unknown field (known: )"},
+		{"wrong type", "  service: reviews\n  loadBalancer: {consistentHash: {sourceIP: \"yes\"}}\n", "spec.loadBalancer.consistentHash.sourceIP: must be true or false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode([]byte(policy(tt.spec)))
+			if err == nil {
+				t.Fatalf("accepted, want %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q, want it to contain %q", err, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), `document 1 (TrafficPolicy "reviews"): `) {
+				t.Fatalf("error %q does not name the document", err)
+			}
+		})
+	}
+}
+
+func TestKindForTrafficPolicy(t *testing.T) {
+	for _, s := range []string{"trafficpolicy", "TrafficPolicies", "tp"} {
+		if k, ok := KindFor(s); !ok || k != KindTrafficPolicy {
+			t.Errorf("KindFor(%q) = %q %v", s, k, ok)
+		}
+	}
+}
