@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync/atomic"
 
 	"trellis.dev/trellis/internal/proxy/mesherr"
 )
@@ -57,6 +58,11 @@ type forwardCtx struct {
 	context.Context
 	target *Target
 	w      http.ResponseWriter
+	// bodyFailed: reading the client's body failed (replayBody sets it),
+	// so that the request's error is the client's even when the transport
+	// reports the cancellation that followed (net/http cancels a request's
+	// context when its connection's reads fail).
+	bodyFailed atomic.Bool
 }
 
 type forwardKey struct{}
@@ -239,20 +245,24 @@ func (f *Forwarder) handleError(w http.ResponseWriter, r *http.Request, err erro
 // error when err is not one (something failed after the request went out).
 func (f *Forwarder) writeError(w http.ResponseWriter, r *http.Request, t *Target, err error) {
 	f.SetHeaders(w.Header())
-	if r.Context().Err() != nil && errors.Is(err, context.Canceled) || errors.Is(err, ErrClientGone) {
-		w.WriteHeader(StatusClientClosedRequest)
-		return
-	}
 	var be *clientBodyError
-	if errors.As(err, &be) {
+	if fc := forwardFrom(r.Context()); errors.As(err, &be) || fc != nil && fc.bodyFailed.Load() {
 		// The client's body failed (malformed chunk, cut short): its
 		// fault, not the instance's.
-		e := mesherr.Wrap(err, mesherr.BadRequest, "malformed request body: %s", rootCause(err))
+		cause := "reading it failed"
+		if be != nil {
+			cause = rootCause(err)
+		}
+		e := mesherr.Wrap(err, mesherr.BadRequest, "malformed request body: %s", cause)
 		f.log.Debug("forward failed", "code", e.Code, "error", e.Msg, "host", r.Host, "path", r.URL.Path)
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
 		}
 		mesherr.Write(w, r, e)
+		return
+	}
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) || errors.Is(err, ErrClientGone) {
+		w.WriteHeader(StatusClientClosedRequest)
 		return
 	}
 	e, ok := mesherr.As(err)

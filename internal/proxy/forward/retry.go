@@ -155,6 +155,7 @@ var errSuperseded = errors.New("request body handed to another try")
 // cannot take bytes from the new one.
 type replayBody struct {
 	rc io.ReadCloser
+	fc *forwardCtx // told when reading rc fails (nil outside a Forwarder)
 
 	mu       sync.Mutex
 	keep     bool   // buf holds every byte read from rc
@@ -181,6 +182,9 @@ func newReplayBody(rc io.ReadCloser, keep bool) *replayBody {
 func (b *replayBody) fill(n int64) error {
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(b.rc, buf); err != nil {
+		if b.fc != nil {
+			b.fc.bodyFailed.Store(true)
+		}
 		return bodyError(err)
 	}
 	b.buf, b.consumed, b.eof = buf, true, true
@@ -244,7 +248,9 @@ func (t *tryBody) Read(p []byte) (int, error) {
 	b.mu.Unlock()
 
 	n, err := b.rc.Read(p)
-	err = bodyError(err)
+	if err = bodyError(err); err != nil && err != io.EOF && b.fc != nil {
+		b.fc.bodyFailed.Store(true)
+	}
 
 	b.mu.Lock()
 	b.reading = false

@@ -97,6 +97,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// read whole first when its length says so (as the fast path does),
 		// unless the client waits for 100 Continue.
 		body = newReplayBody(req.Body, retryApp && req.ContentLength <= maxReplayBody)
+		body.fc = forwardFrom(req.Context())
 		if retryApp && req.ContentLength > 0 && req.ContentLength <= maxReplayBody && req.Header["Expect"] == nil {
 			if err := body.fill(req.ContentLength); err != nil {
 				return nil, err
