@@ -51,7 +51,7 @@ func (rl *relay) copy(dst, src net.Conn, r io.Reader) (int64, error) {
 		src.SetReadDeadline(time.Now().Add(rl.idle))
 		nr, err := r.Read(buf)
 		if nr > 0 {
-			rl.last.Store(time.Now().UnixNano())
+			rl.touch()
 			dst.SetWriteDeadline(time.Now().Add(rl.idle))
 			nw, werr := dst.Write(buf[:nr])
 			n += int64(nw)
@@ -70,6 +70,9 @@ func (rl *relay) copy(dst, src net.Conn, r io.Reader) (int64, error) {
 		}
 	}
 }
+
+// touch marks activity.
+func (rl *relay) touch() { rl.last.Store(time.Now().UnixNano()) }
 
 // close ends both directions.
 func (rl *relay) close() {

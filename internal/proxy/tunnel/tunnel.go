@@ -34,8 +34,11 @@ const (
 	// to an external host relays the server's bytes meanwhile).
 	FirstByteWait = 200 * time.Millisecond
 	// sniffTimeout bounds how long a client that started sending may take
-	// to send enough bytes to decide; what is undecided then is TCP.
-	sniffTimeout = 10 * time.Second
+	// to send enough bytes to decide; what is undecided then is TCP. An
+	// app's request line, h2 preface or ClientHello comes in one write
+	// over loopback; a client of another protocol whose first message
+	// looks like the start of one of them (a lone word) waits this long.
+	sniffTimeout = time.Second
 	// DefaultIdleTimeout ends a relayed tunnel with no byte either way for
 	// this long (Envoy's TCP proxy idle timeout is 1 h too).
 	DefaultIdleTimeout = time.Hour
@@ -182,8 +185,9 @@ func (s *Server) ServeMesh(w http.ResponseWriter, r *http.Request, pick func() (
 		c.Close()
 		return
 	}
+	// Not r's context: it may end once the connection is taken over.
 	d := net.Dialer{Timeout: meshDialTimeout}
-	up, err := d.DialContext(r.Context(), "tcp", addr)
+	up, err := d.Dial("tcp", addr)
 	if err != nil {
 		s.log.Info("tunnel closed: connect to the instance failed", "target", c.target, "instance", addr, "error", err)
 		c.Close()
@@ -207,8 +211,12 @@ func (s *Server) ServeExternal(w http.ResponseWriter, r *http.Request, up net.Co
 		return
 	}
 	info := Info{Target: c.target, External: true, Upstream: up.RemoteAddr().String()}
-	s.runRelay(newRelay(c, up, s.idleTimeout()), &info, func() error {
-		res, err := sniff.Detect(c.Conn, c.r, FirstByteWait, sniffTimeout)
+	rl := newRelay(c, up, s.idleTimeout())
+	s.runRelay(rl, &info, func() error {
+		// Only for the log and metrics: the client's bytes wait for it
+		// FirstByteWait at most.
+		res, err := sniff.Detect(c.Conn, c.r, FirstByteWait, FirstByteWait)
+		rl.touch()
 		info.Result = res
 		if err == nil {
 			s.log.Debug("tunnel open, external", "target", c.target, "address", info.Upstream,
