@@ -247,6 +247,8 @@ const (
 	MinRingSize        = 64
 	MaxRingSize        = 65536
 	DefaultRingSize    = 1024
+	// maxHashNameLen bounds a hash header's or cookie's name.
+	maxHashNameLen = 256
 	// MaxCookieTTL bounds a hash cookie's lifetime (a year).
 	MaxCookieTTL = 365 * 24 * time.Hour
 )
@@ -302,15 +304,15 @@ func validateConsistentHash(p string, ch *ConsistentHashLB) error {
 	if set != 1 {
 		return fmt.Errorf("%s: set exactly one of header, cookie, sourceIP (got %d)", p, set)
 	}
-	if ch.Header != "" && !validHeaderName(ch.Header) {
-		return fmt.Errorf("%s.header: %q is not a valid header name", p, ch.Header)
+	if ch.Header != "" && (!validHeaderName(ch.Header) || len(ch.Header) > maxHashNameLen) {
+		return fmt.Errorf("%s.header: %q is not a valid header name (at most %d characters)", p, ch.Header, maxHashNameLen)
 	}
 	if c := ch.Cookie; c != nil {
 		if c.Name == "" {
 			return fmt.Errorf("%s.cookie.name: required", p)
 		}
-		if !validHeaderName(c.Name) { // a cookie name is an RFC 6265 token
-			return fmt.Errorf("%s.cookie.name: %q is not a valid cookie name", p, c.Name)
+		if !validHeaderName(c.Name) || len(c.Name) > maxHashNameLen { // a cookie name is an RFC 6265 token
+			return fmt.Errorf("%s.cookie.name: %q is not a valid cookie name (at most %d characters)", p, c.Name, maxHashNameLen)
 		}
 		if c.TTL != "" {
 			d, err := time.ParseDuration(c.TTL)

@@ -61,7 +61,7 @@ func newApplyCmd() *cobra.Command {
 func newGetCmd() *cobra.Command {
 	var output, namespace string
 	cmd := &cobra.Command{
-		Use:   "get routes|instances|services|proxies [NAME]",
+		Use:   "get routes|trafficpolicies|instances|services|proxies [NAME]",
 		Short: "Show resources, registered instances, services or connected proxies",
 		Args:  cobra.RangeArgs(1, 2),
 	}
@@ -74,7 +74,7 @@ func newGetCmd() *cobra.Command {
 		}
 		what, ok := collection(args[0])
 		if !ok {
-			return fmt.Errorf("%q is not something trellis get shows; use routes, instances, services or proxies", args[0])
+			return fmt.Errorf("%q is not something trellis get shows; use routes, trafficpolicies, instances, services or proxies", args[0])
 		}
 		path := "/v1/" + what
 		if len(args) == 2 {
@@ -98,7 +98,7 @@ func newGetCmd() *cobra.Command {
 func newDeleteCmd() *cobra.Command {
 	var namespace string
 	cmd := &cobra.Command{
-		Use:   "delete route NAME",
+		Use:   "delete route|trafficpolicy NAME",
 		Short: "Delete a resource",
 		Args:  cobra.ExactArgs(2),
 	}
@@ -107,9 +107,9 @@ func newDeleteCmd() *cobra.Command {
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		kind, ok := api.KindFor(args[0])
 		if !ok {
-			return fmt.Errorf("%q is not a kind trellis can delete; use route", args[0])
+			return fmt.Errorf("%q is not a kind trellis can delete; use route or trafficpolicy", args[0])
 		}
-		path := "/v1/" + strings.ToLower(kind) + "s/" + url.PathEscape(args[1])
+		path := "/v1/" + kindCollections[kind] + "/" + url.PathEscape(args[1])
 		if namespace != "" {
 			path += "?namespace=" + url.QueryEscape(namespace)
 		}
@@ -122,10 +122,16 @@ func newDeleteCmd() *cobra.Command {
 	return cmd
 }
 
+// kindCollections maps each resource kind to its API collection.
+var kindCollections = map[string]string{
+	api.KindRoute:         "routes",
+	api.KindTrafficPolicy: "trafficpolicies",
+}
+
 // collection maps a user's word to the API's collection name.
 func collection(s string) (string, bool) {
-	if _, ok := api.KindFor(s); ok {
-		return "routes", true
+	if kind, ok := api.KindFor(s); ok {
+		return kindCollections[kind], true
 	}
 	switch strings.ToLower(s) {
 	case "instance", "instances", "inst":
@@ -181,6 +187,19 @@ func printResult(w io.Writer, what string, single bool, raw json.RawMessage, out
 		fmt.Fprintln(tw, "NAME\tNAMESPACE\tSERVICE\tGENERATION\tRULES")
 		for _, r := range rs {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Metadata.Name, r.Metadata.Namespace, r.Spec.Service, r.Metadata.Generation, summarizeRules(r.Spec.Rules))
+		}
+	case "trafficpolicies":
+		var ps []api.TrafficPolicy
+		if err := json.Unmarshal(items, &ps); err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "NAME\tNAMESPACE\tSERVICE\tVERSION\tGENERATION\tLOAD BALANCER")
+		for _, p := range ps {
+			version := p.Spec.Version
+			if version == "" {
+				version = "*"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.Metadata.Name, p.Metadata.Namespace, p.Spec.Service, version, p.Metadata.Generation, summarizeLB(p.Spec.LoadBalancer))
 		}
 	case "instances":
 		var is []api.Instance
@@ -264,4 +283,33 @@ func summarizeVersions(v map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s(%d)", k, v[k]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// summarizeLB renders a load balancer in a few words: "consistentHash header x-user".
+func summarizeLB(lb *api.LoadBalancer) string {
+	switch {
+	case lb == nil:
+		return ""
+	case lb.RoundRobin != nil:
+		return "roundRobin"
+	case lb.Random != nil:
+		return "random"
+	case lb.LeastRequest != nil:
+		n := api.DefaultChoiceCount
+		if lb.LeastRequest.ChoiceCount != nil {
+			n = *lb.LeastRequest.ChoiceCount
+		}
+		return fmt.Sprintf("leastRequest of %d", n)
+	case lb.ConsistentHash != nil:
+		ch := lb.ConsistentHash
+		switch {
+		case ch.Header != "":
+			return "consistentHash header " + ch.Header
+		case ch.Cookie != nil:
+			return "consistentHash cookie " + ch.Cookie.Name
+		default:
+			return "consistentHash sourceIP"
+		}
+	}
+	return ""
 }

@@ -52,11 +52,15 @@ func newAggregator(st *store.Store, reg *registry.Registry, xds publisher, log *
 	}
 }
 
-// readInput reads the translator's input. Routes and instances are two
-// reads, not one snapshot; a change between them raises another signal, so
-// the next publish catches up.
+// readInput reads the translator's input. Routes, traffic policies and
+// instances are separate reads, not one snapshot; a change between them
+// raises another signal, so the next publish catches up.
 func readInput(ctx context.Context, st *store.Store, reg *registry.Registry) (translate.Input, error) {
 	routes, err := st.ListRoutes(ctx)
+	if err != nil {
+		return translate.Input{}, err
+	}
+	policies, err := st.ListTrafficPolicies(ctx)
 	if err != nil {
 		return translate.Input{}, err
 	}
@@ -64,7 +68,7 @@ func readInput(ctx context.Context, st *store.Store, reg *registry.Registry) (tr
 	if err != nil {
 		return translate.Input{}, err
 	}
-	return translate.Input{Routes: routes, Instances: instances}, nil
+	return translate.Input{Routes: routes, TrafficPolicies: policies, Instances: instances}, nil
 }
 
 // run publishes after every (debounced) signal until ctx ends or signals is

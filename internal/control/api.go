@@ -41,7 +41,8 @@ type apiConfig struct {
 // collections maps each resource kind's URL collection to its kind. A new
 // kind gets GET/DELETE endpoints by being added here.
 var collections = map[string]string{
-	"routes": api.KindRoute,
+	"routes":          api.KindRoute,
+	"trafficpolicies": api.KindTrafficPolicy,
 }
 
 func newAPI(st *store.Store, reg *registry.Registry, xds proxyView, log *slog.Logger, cfg apiConfig) (http.Handler, error) {

@@ -30,8 +30,8 @@ const (
 
 // applySizer checks the size of the xDS configuration an apply would make.
 type applySizer struct {
-	// read returns the current input of the translator (stored Routes and
-	// registered instances), as the aggregator reads it.
+	// read returns the current input of the translator (stored Routes,
+	// TrafficPolicies and registered instances), as the aggregator reads it.
 	read  func(context.Context) (translate.Input, error)
 	limit int // bytes, for the route configuration and each xDS type's total
 }
@@ -43,7 +43,12 @@ type applySizer struct {
 // not block an apply that does not make it larger, so it can be repaired.
 func (z *applySizer) check(ctx context.Context, rs []api.Resource) error {
 	var applied []api.Route
+	var policies []api.TrafficPolicy // make hash policies on routes: they count too
 	for _, r := range rs {
+		if p, ok := r.(*api.TrafficPolicy); ok {
+			policies = append(policies, *p)
+			continue
+		}
 		rt, ok := r.(*api.Route)
 		if !ok {
 			continue
@@ -58,7 +63,7 @@ func (z *applySizer) check(ctx context.Context, rs []api.Resource) error {
 		}
 		applied = append(applied, *rt)
 	}
-	if len(applied) == 0 {
+	if len(applied)+len(policies) == 0 {
 		return nil
 	}
 
@@ -68,6 +73,7 @@ func (z *applySizer) check(ctx context.Context, rs []api.Resource) error {
 	}
 	next := cur
 	next.Routes = mergeRoutes(cur.Routes, applied)
+	next.TrafficPolicies = mergeByName(cur.TrafficPolicies, policies, func(p api.TrafficPolicy) *api.Metadata { return &p.Metadata })
 	nextOut, err := translate.Translate(next)
 	if err != nil {
 		return fmt.Errorf("translating the applied config: %w", err)
@@ -145,12 +151,18 @@ func contributions(out *translate.Output, applied []api.Route) string {
 // mergeRoutes is stored with applied put in: same namespace and name
 // replaces.
 func mergeRoutes(stored, applied []api.Route) []api.Route {
-	key := func(r api.Route) string { return r.Metadata.Namespace + "/" + r.Metadata.Name }
+	return mergeByName(stored, applied, func(r api.Route) *api.Metadata { return &r.Metadata })
+}
+
+// mergeByName is stored with applied put in: same namespace and name
+// replaces.
+func mergeByName[T any](stored, applied []T, meta func(T) *api.Metadata) []T {
+	key := func(r T) string { m := meta(r); return m.Namespace + "/" + m.Name }
 	replaced := make(map[string]bool, len(applied))
 	for _, r := range applied {
 		replaced[key(r)] = true
 	}
-	out := make([]api.Route, 0, len(stored)+len(applied))
+	out := make([]T, 0, len(stored)+len(applied))
 	for _, r := range stored {
 		if !replaced[key(r)] {
 			out = append(out, r)

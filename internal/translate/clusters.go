@@ -10,6 +10,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/meshxds"
@@ -29,12 +30,14 @@ const MetadataNamespace = "trellis"
 func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	var clusters []*clusterv3.Cluster
 	var loads []*endpointv3.ClusterLoadAssignment
-	add := func(name string, insts []api.Instance) {
-		clusters = append(clusters, edsCluster(name))
+	add := func(name string, insts []api.Instance, lb *api.LoadBalancer) {
+		c := edsCluster(name)
+		setLB(c, lb)
+		clusters = append(clusters, c)
 		loads = append(loads, loadAssignment(name, insts))
 	}
 	for _, s := range m.services {
-		add(meshxds.ClusterName(s.name, ""), s.instances)
+		add(meshxds.ClusterName(s.name, ""), s.instances, s.lbFor(""))
 		for _, v := range s.versions {
 			var insts []api.Instance
 			for _, inst := range s.instances {
@@ -42,7 +45,7 @@ func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.Cluster
 					insts = append(insts, inst)
 				}
 			}
-			add(meshxds.ClusterName(s.name, v), insts)
+			add(meshxds.ClusterName(s.name, v), insts, s.lbFor(v))
 		}
 	}
 	return clusters, loads
@@ -112,4 +115,36 @@ func socketAddress(addr string, port uint32) *corev3.Address {
 		Address:       addr,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
 	}}}
+}
+
+// setLB sets the cluster's lb_policy and its config from a TrafficPolicy's
+// load balancer (nil: round robin). Consistent hashing is a ring hash; its
+// key is the hash_policy of the routes (routes.go), as in Envoy.
+func setLB(c *clusterv3.Cluster, lb *api.LoadBalancer) {
+	switch {
+	case lb == nil || lb.RoundRobin != nil:
+		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+	case lb.Random != nil:
+		c.LbPolicy = clusterv3.Cluster_RANDOM
+	case lb.LeastRequest != nil:
+		n := api.DefaultChoiceCount
+		if lb.LeastRequest.ChoiceCount != nil {
+			n = *lb.LeastRequest.ChoiceCount
+		}
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+			ChoiceCount: wrapperspb.UInt32(uint32(n)),
+		}}
+	case lb.ConsistentHash != nil:
+		n := api.DefaultRingSize
+		if lb.ConsistentHash.MinimumRingSize != nil {
+			n = *lb.ConsistentHash.MinimumRingSize
+		}
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+			MinimumRingSize: wrapperspb.UInt64(uint64(n)),
+			MaximumRingSize: wrapperspb.UInt64(api.MaxRingSize),
+			HashFunction:    clusterv3.Cluster_RingHashLbConfig_XX_HASH,
+		}}
+	}
 }

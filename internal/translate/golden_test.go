@@ -21,8 +21,9 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 
 // testCase is the shape of testdata/*.yaml.
 type testCase struct {
-	Routes    []api.Route    `json:"routes"`
-	Instances []api.Instance `json:"instances"`
+	Routes          []api.Route         `json:"routes"`
+	TrafficPolicies []api.TrafficPolicy `json:"trafficPolicies"`
+	Instances       []api.Instance      `json:"instances"`
 }
 
 func loadCase(t *testing.T, path string) Input {
@@ -104,6 +105,9 @@ func TestInputOrder(t *testing.T) {
 		reversed := Input{}
 		for i := len(in.Routes) - 1; i >= 0; i-- {
 			reversed.Routes = append(reversed.Routes, in.Routes[i])
+		}
+		for i := len(in.TrafficPolicies) - 1; i >= 0; i-- {
+			reversed.TrafficPolicies = append(reversed.TrafficPolicies, in.TrafficPolicies[i])
 		}
 		for i := len(in.Instances) - 1; i >= 0; i-- {
 			reversed.Instances = append(reversed.Instances, in.Instances[i])

@@ -21,6 +21,23 @@ type service struct {
 	instances []api.Instance // sorted by ID
 	versions  []string       // sorted; versions with instances ∪ versions the Route names
 	route     *api.Route
+	// policy is the TrafficPolicy without version (nil when none);
+	// versionPolicies those naming a version, which win for its cluster.
+	policy          *api.TrafficPolicy
+	versionPolicies map[string]*api.TrafficPolicy
+}
+
+// lbFor is the load balancer of the service's cluster for version ("" for
+// the cluster of every instance): the version's own policy, else the
+// service's, else nil (round robin).
+func (s *service) lbFor(version string) *api.LoadBalancer {
+	if p := s.versionPolicies[version]; version != "" && p != nil {
+		return p.Spec.LoadBalancer
+	}
+	if s.policy != nil {
+		return s.policy.Spec.LoadBalancer
+	}
+	return nil
 }
 
 func buildModel(in Input) *model {
@@ -61,6 +78,32 @@ func buildModel(in Input) *model {
 			continue
 		}
 		s.route = r
+	}
+
+	// Traffic policies: as with Routes, the smaller metadata.name wins for
+	// one service and version.
+	policies := slices.Clone(in.TrafficPolicies)
+	slices.SortStableFunc(policies, func(a, b api.TrafficPolicy) int { return cmp.Compare(a.Metadata.Name, b.Metadata.Name) })
+	for i := range policies {
+		p := &policies[i]
+		s := get(p.Spec.Service)
+		held, what := s.policy, fmt.Sprintf("service %q", s.name)
+		if v := p.Spec.Version; v != "" {
+			held, what = s.versionPolicies[v], what+fmt.Sprintf(" version %q", v)
+		}
+		if held != nil {
+			warnings = append(warnings, fmt.Sprintf("traffic policies %q and %q both apply to %s; using %q",
+				held.Metadata.Name, p.Metadata.Name, what, held.Metadata.Name))
+			continue
+		}
+		if v := p.Spec.Version; v != "" {
+			if s.versionPolicies == nil {
+				s.versionPolicies = map[string]*api.TrafficPolicy{}
+			}
+			s.versionPolicies[v] = p
+		} else {
+			s.policy = p
+		}
 	}
 
 	m := &model{warnings: warnings}

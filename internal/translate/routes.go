@@ -5,9 +5,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"trellis.dev/trellis/internal/api"
@@ -33,10 +35,66 @@ func virtualHost(s *service) *routev3.VirtualHost {
 		vh.Routes = []*routev3.Route{
 			newRoute(s.name+"/default", prefixMatch("/"), clusterAction(meshxds.ClusterName(s.name, ""))),
 		}
+		setHashPolicies(s, vh.Routes)
 		return vh
 	}
 	vh.Routes = append(matchRoutes(s), weightedRoutes(s)...)
+	setHashPolicies(s, vh.Routes)
 	return vh
+}
+
+// setHashPolicies gives each route whose clusters hash consistently the
+// hash_policy of their TrafficPolicies (Envoy reads the key from the
+// route, the ring from the cluster). Distinct policies of a weighted
+// route's versions are all listed, and Envoy (and the proxy) combine them
+// into one key.
+func setHashPolicies(s *service, routes []*routev3.Route) {
+	for _, r := range routes {
+		var clusters []string
+		switch spec := r.GetRoute().GetClusterSpecifier().(type) {
+		case *routev3.RouteAction_Cluster:
+			clusters = []string{spec.Cluster}
+		case *routev3.RouteAction_WeightedClusters:
+			for _, c := range spec.WeightedClusters.GetClusters() {
+				clusters = append(clusters, c.GetName())
+			}
+		}
+		var seen []*api.ConsistentHashLB
+		for _, name := range clusters {
+			_, version := meshxds.SplitClusterName(name)
+			lb := s.lbFor(version)
+			if lb == nil || lb.ConsistentHash == nil || slices.ContainsFunc(seen, func(h *api.ConsistentHashLB) bool { return sameHashKey(h, lb.ConsistentHash) }) {
+				continue
+			}
+			seen = append(seen, lb.ConsistentHash)
+			r.GetRoute().HashPolicy = append(r.GetRoute().HashPolicy, hashPolicy(lb.ConsistentHash))
+		}
+	}
+}
+
+func sameHashKey(a, b *api.ConsistentHashLB) bool {
+	return strings.EqualFold(a.Header, b.Header) && a.SourceIP == b.SourceIP &&
+		(a.Cookie == nil) == (b.Cookie == nil) && (a.Cookie == nil || *a.Cookie == *b.Cookie)
+}
+
+func hashPolicy(h *api.ConsistentHashLB) *routev3.RouteAction_HashPolicy {
+	switch {
+	case h.Header != "":
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: strings.ToLower(h.Header)},
+		}}
+	case h.Cookie != nil:
+		c := &routev3.RouteAction_HashPolicy_Cookie{Name: h.Cookie.Name}
+		if h.Cookie.TTL != "" {
+			d, _ := time.ParseDuration(h.Cookie.TTL) // validated
+			c.Ttl = durationpb.New(d)
+		}
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}}
+	default:
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+			ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true},
+		}}
+	}
 }
 
 // matchRoutes emits one Envoy route per match of every rule with matches,

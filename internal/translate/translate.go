@@ -18,10 +18,12 @@ import (
 	"trellis.dev/trellis/internal/api"
 )
 
-// Input is everything the translator reads. Routes are already validated.
+// Input is everything the translator reads. Routes and TrafficPolicies
+// are already validated.
 type Input struct {
-	Routes    []api.Route
-	Instances []api.Instance
+	Routes          []api.Route
+	TrafficPolicies []api.TrafficPolicy
+	Instances       []api.Instance
 }
 
 // Output is the Envoy configuration for the whole mesh. Every slice is sorted
