@@ -8,9 +8,10 @@ import (
 // endpoints (they arrive as a ClusterLoadAssignment, see EDSServiceName
 // and Build); a STATIC cluster gets the endpoints of its load_assignment.
 //
-// Only ROUND_ROBIN balancing is supported; circuit breakers, outlier
-// detection, health checks, TLS and upstream protocol options are rejected
-// until the proxy implements them.
+// ROUND_ROBIN, LEAST_REQUEST, RANDOM and RING_HASH balancing are
+// supported (not MAGLEV, slow start or active request bias); circuit
+// breakers, outlier detection, health checks, TLS and upstream protocol
+// options are rejected until the proxy implements them.
 func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if c == nil {
 		return nil, &ResourceError{Kind: KindCluster, Reason: "nil resource"}
@@ -24,17 +25,19 @@ func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 
 func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if err := onlyFields("", c, "name", "alt_stat_name", "type", "eds_cluster_config", "connect_timeout",
-		"per_connection_buffer_limit_bytes", "lb_policy", "load_assignment", "metadata",
+		"per_connection_buffer_limit_bytes", "lb_policy", "least_request_lb_config", "ring_hash_lb_config",
+		"load_assignment", "metadata",
 		"wait_for_warm_on_init", "cleanup_interval", "dns_lookup_family", "track_cluster_stats"); err != nil {
 		return nil, err
 	}
 	if c.GetName() == "" {
 		return nil, errAt("name", "must not be empty")
 	}
-	if c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
-		return nil, errAt("lb_policy", "unsupported lb_policy %s (only ROUND_ROBIN)", c.GetLbPolicy())
+	lb, err := convertLB(c)
+	if err != nil {
+		return nil, err
 	}
-	out := &Cluster{Name: c.GetName(), Endpoints: []Endpoint{}}
+	out := &Cluster{Name: c.GetName(), LB: lb, Endpoints: []Endpoint{}}
 	// An unset discovery type is STATIC, as in Envoy; GetType says so.
 	switch t := c.GetType(); t {
 	case clusterv3.Cluster_EDS:
@@ -87,4 +90,79 @@ func EDSServiceName(c *clusterv3.Cluster) string {
 		return n
 	}
 	return c.GetName()
+}
+
+// Ring sizes: Envoy's defaults, and the largest ring the proxy builds.
+const (
+	DefaultMinRingSize = 1024
+	DefaultMaxRingSize = 8 << 20 // Envoy's default maximum
+	// MaxRingEntries caps the ring the proxy builds whatever the config
+	// says (16 bytes an entry: 16 MiB per cluster at the cap).
+	MaxRingEntries = 1 << 20
+	// MaxChoiceCount bounds least request's draws.
+	MaxChoiceCount = 100
+)
+
+func convertLB(c *clusterv3.Cluster) (LBPolicy, error) {
+	lr, rh := c.GetLeastRequestLbConfig(), c.GetRingHashLbConfig()
+	switch p := c.GetLbPolicy(); p {
+	case clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_RANDOM:
+		if lr != nil {
+			return LBPolicy{}, errAt("least_request_lb_config", "only with lb_policy LEAST_REQUEST")
+		}
+		if rh != nil {
+			return LBPolicy{}, errAt("ring_hash_lb_config", "only with lb_policy RING_HASH")
+		}
+		if p == clusterv3.Cluster_RANDOM {
+			return LBPolicy{Kind: LBRandom}, nil
+		}
+		return LBPolicy{Kind: LBRoundRobin}, nil
+	case clusterv3.Cluster_LEAST_REQUEST:
+		if rh != nil {
+			return LBPolicy{}, errAt("ring_hash_lb_config", "only with lb_policy RING_HASH")
+		}
+		out := LBPolicy{Kind: LBLeastRequest, ChoiceCount: 2}
+		if lr != nil {
+			if err := onlyFields("least_request_lb_config", lr, "choice_count"); err != nil {
+				return LBPolicy{}, err
+			}
+			if n := lr.GetChoiceCount(); n != nil {
+				if n.GetValue() < 2 || n.GetValue() > MaxChoiceCount {
+					return LBPolicy{}, errAt("least_request_lb_config.choice_count", "%d is out of range 2..%d", n.GetValue(), MaxChoiceCount)
+				}
+				out.ChoiceCount = int(n.GetValue())
+			}
+		}
+		return out, nil
+	case clusterv3.Cluster_RING_HASH:
+		if lr != nil {
+			return LBPolicy{}, errAt("least_request_lb_config", "only with lb_policy LEAST_REQUEST")
+		}
+		out := LBPolicy{Kind: LBRingHash, MinRingSize: DefaultMinRingSize, MaxRingSize: DefaultMaxRingSize}
+		if rh != nil {
+			// hash_function only changes which endpoint a key lands on:
+			// the proxy uses its own hash either way.
+			if err := onlyFields("ring_hash_lb_config", rh, "minimum_ring_size", "maximum_ring_size", "hash_function"); err != nil {
+				return LBPolicy{}, err
+			}
+			if v := rh.GetMinimumRingSize(); v != nil {
+				if v.GetValue() < 1 || v.GetValue() > MaxRingEntries {
+					return LBPolicy{}, errAt("ring_hash_lb_config.minimum_ring_size", "%d is out of range 1..%d", v.GetValue(), MaxRingEntries)
+				}
+				out.MinRingSize = int(v.GetValue())
+			}
+			if v := rh.GetMaximumRingSize(); v != nil {
+				if v.GetValue() < 1 || v.GetValue() > DefaultMaxRingSize {
+					return LBPolicy{}, errAt("ring_hash_lb_config.maximum_ring_size", "%d is out of range 1..%d", v.GetValue(), DefaultMaxRingSize)
+				}
+				out.MaxRingSize = int(v.GetValue())
+			}
+			if out.MinRingSize > out.MaxRingSize {
+				return LBPolicy{}, errAt("ring_hash_lb_config.minimum_ring_size", "%d is larger than maximum_ring_size %d", out.MinRingSize, out.MaxRingSize)
+			}
+		}
+		return out, nil
+	default:
+		return LBPolicy{}, errAt("lb_policy", "unsupported lb_policy %s (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH)", p)
+	}
 }

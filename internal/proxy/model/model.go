@@ -7,7 +7,10 @@
 // pools, health) is kept elsewhere, keyed by cluster or endpoint name.
 package model
 
-import "regexp"
+import (
+	"regexp"
+	"time"
+)
 
 // Snapshot is a complete, consistent configuration.
 type Snapshot struct {
@@ -53,7 +56,37 @@ type Route struct {
 	// Clusters to send to; one entry means no split. Weights are relative.
 	Clusters    []WeightedCluster `json:"clusters"`
 	TotalWeight uint32            `json:"totalWeight"`
+	// HashPolicies make the key of a consistent-hash cluster (RING_HASH)
+	// from the request, as Envoy's route hash_policy; other balancers
+	// ignore it.
+	HashPolicies []HashPolicy `json:"hashPolicies,omitempty"`
 }
+
+// HashPolicy is one source of a request's hash key. Keys of several
+// policies are combined; a Terminal policy that yields a key ends the list.
+type HashPolicy struct {
+	Kind HashKind `json:"kind"`
+	// Name is the header (lower case) or cookie name.
+	Name string `json:"name,omitempty"`
+	// HeaderKey is Name in http.Header's canonical form (for a header).
+	HeaderKey string `json:"-"`
+	// CookieTTL, when set, is Envoy's "create the cookie if absent"; the
+	// proxy does not create cookies yet (a request without it has no key).
+	CookieTTL time.Duration `json:"-"`
+	// CookieTTLText is CookieTTL for people ("1h0m0s"), in config dumps.
+	CookieTTLText string `json:"cookieTTL,omitempty"`
+	Terminal      bool   `json:"terminal,omitempty"`
+}
+
+// HashKind says where a hash key comes from.
+type HashKind string
+
+// Hash key sources.
+const (
+	HashHeader   HashKind = "header"
+	HashCookie   HashKind = "cookie"
+	HashSourceIP HashKind = "source_ip"
+)
 
 // WeightedCluster is one destination of a route with its share.
 type WeightedCluster struct {
@@ -101,8 +134,30 @@ const (
 // Cluster is a set of endpoints the balancer picks from.
 type Cluster struct {
 	Name      string     `json:"name"`
+	LB        LBPolicy   `json:"lb"`
 	Endpoints []Endpoint `json:"endpoints"`
 }
+
+// LBPolicy is a cluster's balancer (Envoy's lb_policy and its config).
+type LBPolicy struct {
+	Kind LBKind `json:"kind"`
+	// ChoiceCount: how many endpoints least request draws (≥ 2).
+	ChoiceCount int `json:"choiceCount,omitempty"`
+	// MinRingSize and MaxRingSize bound a ring hash's entries.
+	MinRingSize int `json:"minRingSize,omitempty"`
+	MaxRingSize int `json:"maxRingSize,omitempty"`
+}
+
+// LBKind names a balancing algorithm.
+type LBKind string
+
+// Balancing algorithms.
+const (
+	LBRoundRobin   LBKind = "round_robin"
+	LBLeastRequest LBKind = "least_request"
+	LBRandom       LBKind = "random"
+	LBRingHash     LBKind = "ring_hash"
+)
 
 // Endpoint is one instance's inbound listener.
 type Endpoint struct {

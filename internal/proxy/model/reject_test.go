@@ -241,10 +241,52 @@ func TestRejections(t *testing.T) {
 		{"custom cluster type", func(r *modeltest.Resources) {
 			r.Clusters[0].ClusterDiscoveryType = &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{Name: "x"}}
 		}, `cluster "reviews|v1": cluster_type: unsupported field`},
-		{"least request", func(r *modeltest.Resources) { r.Clusters[0].LbPolicy = clusterv3.Cluster_LEAST_REQUEST },
-			`cluster "reviews|v1": lb_policy: unsupported lb_policy LEAST_REQUEST (only ROUND_ROBIN)`},
-		{"ring hash", func(r *modeltest.Resources) { r.Clusters[1].LbPolicy = clusterv3.Cluster_RING_HASH },
-			`cluster "reviews|v2": lb_policy: unsupported lb_policy RING_HASH`},
+		{"maglev", func(r *modeltest.Resources) { r.Clusters[1].LbPolicy = clusterv3.Cluster_MAGLEV },
+			`cluster "reviews|v2": lb_policy: unsupported lb_policy MAGLEV (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH)`},
+		{"ring hash config on round robin", func(r *modeltest.Resources) {
+			r.Clusters[0].LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{}}
+		}, `cluster "reviews|v1": ring_hash_lb_config: only with lb_policy RING_HASH`},
+		{"least request config on ring hash", func(r *modeltest.Resources) {
+			r.Clusters[0].LbPolicy = clusterv3.Cluster_RING_HASH
+			r.Clusters[0].LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{}}
+		}, `cluster "reviews|v1": least_request_lb_config: only with lb_policy LEAST_REQUEST`},
+		{"least request choice count", func(r *modeltest.Resources) {
+			r.Clusters[0].LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+			r.Clusters[0].LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{ChoiceCount: wrapperspb.UInt32(1)}}
+		}, `cluster "reviews|v1": least_request_lb_config.choice_count: 1 is out of range 2..100`},
+		{"least request bias", func(r *modeltest.Resources) {
+			r.Clusters[0].LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+			r.Clusters[0].LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{}}}
+		}, `cluster "reviews|v1": least_request_lb_config.slow_start_config: unsupported field`},
+		{"ring too large", func(r *modeltest.Resources) {
+			r.Clusters[0].LbPolicy = clusterv3.Cluster_RING_HASH
+			r.Clusters[0].LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(1 << 21)}}
+		}, `cluster "reviews|v1": ring_hash_lb_config.minimum_ring_size: 2097152 is out of range 1..1048576`},
+		{"ring min over max", func(r *modeltest.Resources) {
+			r.Clusters[0].LbPolicy = clusterv3.Cluster_RING_HASH
+			r.Clusters[0].LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				MinimumRingSize: wrapperspb.UInt64(2048), MaximumRingSize: wrapperspb.UInt64(1024)}}
+		}, `cluster "reviews|v1": ring_hash_lb_config.minimum_ring_size: 2048 is larger than maximum_ring_size 1024`},
+		{"hash policy on query", func(r *modeltest.Resources) {
+			action(r, 2).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_QueryParameter_{
+				QueryParameter: &routev3.RouteAction_HashPolicy_QueryParameter{Name: "u"}}}}
+		}, `virtual_hosts[0].routes[2].route.hash_policy[0].query_parameter: unsupported hash policy: only header, cookie and connection_properties are supported`},
+		{"hash header rewrite", func(r *modeltest.Resources) {
+			action(r, 2).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+				Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user", RegexRewrite: &matcherv3.RegexMatchAndSubstitute{}}}}}
+		}, `virtual_hosts[0].routes[2].route.hash_policy[0].header.regex_rewrite: unsupported field`},
+		{"hash cookie path", func(r *modeltest.Resources) {
+			action(r, 2).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{
+				Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "s", Path: "/"}}}}
+		}, `virtual_hosts[0].routes[2].route.hash_policy[0].cookie.path: unsupported field`},
+		{"hash empty header", func(r *modeltest.Resources) {
+			action(r, 2).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+				Header: &routev3.RouteAction_HashPolicy_Header{}}}}
+		}, `virtual_hosts[0].routes[2].route.hash_policy[0].header.header_name: "": want a header name`},
+		{"hash source ip false", func(r *modeltest.Resources) {
+			action(r, 2).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+				ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{}}}}
+		}, `virtual_hosts[0].routes[2].route.hash_policy[0].connection_properties.source_ip: false hashes nothing`},
 		{"slow start", func(r *modeltest.Resources) {
 			r.Clusters[0].LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{}}
 		}, `cluster "reviews|v1": round_robin_lb_config: unsupported field`},

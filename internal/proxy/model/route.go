@@ -2,6 +2,7 @@ package model
 
 import (
 	"math"
+	"net/textproto"
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -145,9 +146,16 @@ func actionField(r *routev3.Route) string {
 func convertRouteAction(at string, a *routev3.RouteAction, out *Route) error {
 	// Everything else in RouteAction changes what happens to the request
 	// (timeout, retry_policy, prefix_rewrite, host rewrites, mirrors,
-	// hash_policy, metadata_match…) and is not implemented yet.
-	if err := onlyFields(at, a, "cluster", "weighted_clusters"); err != nil {
+	// metadata_match…) and is not implemented yet.
+	if err := onlyFields(at, a, "cluster", "weighted_clusters", "hash_policy"); err != nil {
 		return err
+	}
+	for i, hp := range a.GetHashPolicy() {
+		h, err := convertHashPolicy(index(join(at, "hash_policy"), i), hp)
+		if err != nil {
+			return err
+		}
+		out.HashPolicies = append(out.HashPolicies, h)
 	}
 	switch spec := a.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_Cluster:
@@ -204,4 +212,58 @@ func convertWeighted(at string, wc *routev3.WeightedCluster, out *Route) error {
 	}
 	out.TotalWeight = uint32(sum)
 	return nil
+}
+
+// convertHashPolicy converts one hash_policy entry: a header, a cookie or
+// the source IP. Query parameters, filter state, header regex rewrites and
+// cookie path or attributes are rejected.
+func convertHashPolicy(at string, hp *routev3.RouteAction_HashPolicy) (HashPolicy, error) {
+	out := HashPolicy{Terminal: hp.GetTerminal()}
+	switch spec := hp.GetPolicySpecifier().(type) {
+	case *routev3.RouteAction_HashPolicy_Header_:
+		h := spec.Header
+		if err := onlyFields(join(at, "header"), h, "header_name"); err != nil {
+			return out, err
+		}
+		name := strings.ToLower(h.GetHeaderName())
+		if name == "" || strings.HasPrefix(name, ":") {
+			return out, errAt(join(at, "header.header_name"), "%q: want a header name (pseudo-headers are not supported)", h.GetHeaderName())
+		}
+		out.Kind, out.Name, out.HeaderKey = HashHeader, name, textproto.CanonicalMIMEHeaderKey(name)
+	case *routev3.RouteAction_HashPolicy_Cookie_:
+		c := spec.Cookie
+		if err := onlyFields(join(at, "cookie"), c, "name", "ttl"); err != nil {
+			return out, err
+		}
+		if c.GetName() == "" {
+			return out, errAt(join(at, "cookie.name"), "must not be empty")
+		}
+		out.Kind, out.Name = HashCookie, c.GetName()
+		if c.GetTtl() != nil {
+			if err := c.GetTtl().CheckValid(); err != nil || c.GetTtl().AsDuration() < 0 {
+				return out, errAt(join(at, "cookie.ttl"), "invalid duration")
+			}
+			out.CookieTTL = c.GetTtl().AsDuration()
+			out.CookieTTLText = out.CookieTTL.String()
+		}
+	case *routev3.RouteAction_HashPolicy_ConnectionProperties_:
+		if !spec.ConnectionProperties.GetSourceIp() {
+			return out, errAt(join(at, "connection_properties.source_ip"), "false hashes nothing")
+		}
+		out.Kind = HashSourceIP
+	case nil:
+		return out, errAt(at, "needs header, cookie or connection_properties")
+	default:
+		return out, errAt(join(at, hashField(hp)), "unsupported hash policy: only header, cookie and connection_properties are supported")
+	}
+	return out, nil
+}
+
+// hashField names the set member of the policy_specifier oneof.
+func hashField(hp *routev3.RouteAction_HashPolicy) string {
+	m := hp.ProtoReflect()
+	if fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("policy_specifier")); fd != nil {
+		return string(fd.Name())
+	}
+	return "policy_specifier"
 }

@@ -196,7 +196,7 @@ func TestStateReportsBuildsFirstError(t *testing.T) {
 	mesh := modeltest.Mesh()
 	bad := func(name string) *clusterv3.Cluster {
 		c := modeltest.EDSCluster(name)
-		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		c.LbPolicy = clusterv3.Cluster_MAGLEV // unsupported
 		return c
 	}
 	s := newState().

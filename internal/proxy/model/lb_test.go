@@ -1,0 +1,79 @@
+package model_test
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"trellis.dev/trellis/internal/proxy/model"
+	"trellis.dev/trellis/internal/proxy/model/modeltest"
+)
+
+func TestConvertLBPolicy(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy clusterv3.Cluster_LbPolicy
+		config any
+		want   model.LBPolicy
+	}{
+		{"round robin", clusterv3.Cluster_ROUND_ROBIN, nil, model.LBPolicy{Kind: model.LBRoundRobin}},
+		{"random", clusterv3.Cluster_RANDOM, nil, model.LBPolicy{Kind: model.LBRandom}},
+		{"least request default", clusterv3.Cluster_LEAST_REQUEST, nil, model.LBPolicy{Kind: model.LBLeastRequest, ChoiceCount: 2}},
+		{"least request 3", clusterv3.Cluster_LEAST_REQUEST,
+			&clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{ChoiceCount: wrapperspb.UInt32(3)}},
+			model.LBPolicy{Kind: model.LBLeastRequest, ChoiceCount: 3}},
+		{"ring hash default", clusterv3.Cluster_RING_HASH, nil,
+			model.LBPolicy{Kind: model.LBRingHash, MinRingSize: model.DefaultMinRingSize, MaxRingSize: model.DefaultMaxRingSize}},
+		{"ring hash sized", clusterv3.Cluster_RING_HASH,
+			&clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				MinimumRingSize: wrapperspb.UInt64(4096), MaximumRingSize: wrapperspb.UInt64(65536),
+				HashFunction: clusterv3.Cluster_RingHashLbConfig_MURMUR_HASH_2}},
+			model.LBPolicy{Kind: model.LBRingHash, MinRingSize: 4096, MaxRingSize: 65536}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := modeltest.Mesh().Clusters[0]
+			c.LbPolicy = tt.policy
+			switch cfg := tt.config.(type) {
+			case *clusterv3.Cluster_LeastRequestLbConfig_:
+				c.LbConfig = cfg
+			case *clusterv3.Cluster_RingHashLbConfig_:
+				c.LbConfig = cfg
+			}
+			got, err := model.ConvertCluster(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.LB != tt.want {
+				t.Fatalf("LB = %+v, want %+v", got.LB, tt.want)
+			}
+		})
+	}
+}
+
+func TestConvertHashPolicy(t *testing.T) {
+	r := modeltest.Mesh()
+	a := r.Routes[0].VirtualHosts[0].Routes[2].GetRoute()
+	a.HashPolicy = []*routev3.RouteAction_HashPolicy{
+		{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "X-User"}}},
+		{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "session", Ttl: durationpb.New(time.Hour)}}, Terminal: true},
+		{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}},
+	}
+	rt, err := model.ConvertRouteConfig(r.Routes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []model.HashPolicy{
+		{Kind: model.HashHeader, Name: "x-user", HeaderKey: "X-User"},
+		{Kind: model.HashCookie, Name: "session", CookieTTL: time.Hour, CookieTTLText: "1h0m0s", Terminal: true},
+		{Kind: model.HashSourceIP},
+	}
+	if got := rt.VirtualHosts[0].Routes[2].HashPolicies; !reflect.DeepEqual(got, want) {
+		t.Fatalf("HashPolicies = %+v, want %+v", got, want)
+	}
+}
