@@ -16,11 +16,6 @@ import (
 // system's own connect timeout, minutes; its CONNECT would hang as long).
 const externalDialTimeout = 10 * time.Second
 
-// codeMethodNotAllowed is the x-trellis-error of a CONNECT on a listener
-// that takes none. mesherr has no code for it yet (it belongs there, with
-// docs/errors.md).
-const codeMethodNotAllowed = "method_not_allowed"
-
 // serveConnect serves CONNECT host:port. On the sidecar's outbound
 // listener: to a mesh service (a host with a virtual host in the current
 // snapshot), the tunnel is sniffed and, when it speaks HTTP in clear,
@@ -32,12 +27,8 @@ const codeMethodNotAllowed = "method_not_allowed"
 // not a forward proxy.
 func (h *routeHandler) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if h.tunnels == nil {
-		w.Header().Set(meshxds.HeaderError, codeMethodNotAllowed)
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		_, _ = w.Write([]byte(codeMethodNotAllowed + ": CONNECT is not accepted on the " + h.listener +
-			" listener: it routes HTTP requests to mesh services and is not a forward proxy\n"))
+		mesherr.Write(w, r, mesherr.New(mesherr.MethodNotAllowed, "CONNECT is not accepted on the %s listener: "+
+			"it routes HTTP requests to mesh services and is not a forward proxy", h.listener))
 		h.p.metrics.ObserveRequest(h.direction, "", "", http.StatusMethodNotAllowed, 0)
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/proxy/forward"
+	"trellis.dev/trellis/internal/proxy/mesherr"
 	"trellis.dev/trellis/internal/proxy/stats"
 )
 
@@ -39,7 +40,8 @@ func (h *inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &h.p.cfg
 	if r.Method == http.MethodConnect {
 		h.p.toApp.SetHeaders(w.Header())
-		http.Error(w, "CONNECT is not accepted on the inbound listener", http.StatusMethodNotAllowed)
+		mesherr.Write(w, r, mesherr.New(mesherr.MethodNotAllowed,
+			"CONNECT is not accepted on the inbound listener: it forwards peers' requests to the app"))
 		return
 	}
 	start := time.Now()

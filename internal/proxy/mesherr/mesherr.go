@@ -39,6 +39,9 @@ const (
 	// Nothing reached the app, so the calling sidecar may send the request
 	// to another instance (see forward).
 	AppUnavailable Code = "app_unavailable"
+	// MethodNotAllowed: a CONNECT on a listener that takes none (the
+	// gateway and the inbound listener are not forward proxies).
+	MethodNotAllowed Code = "method_not_allowed"
 	// BadRequest: the client's request is malformed — ambiguous or invalid
 	// HTTP/1.1 framing (RFC 9112 §6), or a body that turned out malformed
 	// while it was being forwarded. Nothing of it is the instance's fault.
@@ -69,6 +72,7 @@ var mapping = map[Code]struct{ http, grpc int }{
 	UpstreamReset:         {http.StatusBadGateway, grpcUnavailable},
 	HeaderTooLarge:        {http.StatusRequestHeaderFieldsTooLarge, grpcInternal},
 	AppUnavailable:        {http.StatusServiceUnavailable, grpcUnavailable},
+	MethodNotAllowed:      {http.StatusMethodNotAllowed, grpcUnimplemented},
 	BadRequest:            {http.StatusBadRequest, grpcInternal},
 }
 
