@@ -192,3 +192,20 @@ func TestMalformedBodyAfterForwarding(t *testing.T) {
 		}
 	}
 }
+
+// A request refused for its framing is counted as a 400 of its listener.
+func TestFramingRefusalCounted(t *testing.T) {
+	app := startCountingApp(t)
+	snap := snapshot([]*model.VirtualHost{vhost("svc", to("svc|v1", 100))}, map[string][]string{"svc|v1": {app.addr}})
+	gw, _ := startProxy(t, Config{Role: meshxds.RoleGateway, GatewayAddr: "127.0.0.1:0"}, snap)
+	labels := map[string]string{"direction": "gateway", "code": "400"}
+	before := counterValue(t, gw.metrics.Registry, "trellis_proxy_requests_total", labels)
+	c := dialRaw(t, gw.GatewayAddr())
+	res, _, err := c.roundTrip(badFraming[0].req)
+	if err != nil || res.StatusCode != 400 {
+		t.Fatalf("%v %v", res, err)
+	}
+	if after := counterValue(t, gw.metrics.Registry, "trellis_proxy_requests_total", labels); after != before+1 {
+		t.Errorf("requests_total{direction=gateway,code=400} went from %v to %v, want +1", before, after)
+	}
+}

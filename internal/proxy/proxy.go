@@ -233,13 +233,21 @@ func (p *Proxy) newServer(name string, h http.Handler) *h1server.Server {
 		ErrorLog:    slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	return &h1server.Server{Handler: h, Fallback: fallback, IdleTimeout: fallback.IdleTimeout, Log: p.log,
-		MaxHeaderBytes: p.cfg.MaxHeaderBytes, MaxHeaders: p.cfg.MaxHeaders, HeaderTooLarge: p.headerTooLarge(name)}
+		MaxHeaderBytes: p.cfg.MaxHeaderBytes, MaxHeaders: p.cfg.MaxHeaders,
+		HeaderTooLarge: p.refused(name, http.StatusRequestHeaderFieldsTooLarge),
+		BadRequest:     p.refused(name, http.StatusBadRequest)}
 }
 
 // headerTooLarge counts a 431 on a listener as a refused request of its
 // direction (no service or version: none was routed).
 func (p *Proxy) headerTooLarge(direction string) func() {
-	return func() { p.metrics.ObserveRequest(direction, "", "", http.StatusRequestHeaderFieldsTooLarge, 0) }
+	return p.refused(direction, http.StatusRequestHeaderFieldsTooLarge)
+}
+
+// refused counts a request a listener refused before routing (431, 400) as
+// a request of its direction with that status and no service or version.
+func (p *Proxy) refused(direction string, status int) func() {
+	return func() { p.metrics.ObserveRequest(direction, "", "", status, 0) }
 }
 
 // serve runs srv on ln. Its goroutines carry the profiler label
