@@ -16,7 +16,19 @@ type Balancer interface {
 	Pick(cluster *model.Cluster) (ep model.Endpoint, ok bool)
 }
 
-var _ Balancer = (*RoundRobin)(nil)
+// Selector selects one healthy endpoint of a cluster for a request whose
+// consistent-hash key is key (ignored by balancers that do not hash); ok
+// is false when the cluster is nil or has no healthy endpoint. It only
+// selects: whether an endpoint may be chosen is its Healthy status, set by
+// others (EDS today; health checks and outlier ejection later).
+type Selector interface {
+	Select(cluster *model.Cluster, key HashKey) (ep model.Endpoint, ok bool)
+}
+
+var (
+	_ Balancer = (*RoundRobin)(nil)
+	_ Selector = (*RoundRobin)(nil)
+)
 
 // RoundRobin cycles through the healthy endpoints of each cluster. Its
 // counters are keyed by cluster name and live outside the config snapshot,
@@ -53,6 +65,36 @@ func (b *RoundRobin) Pick(cluster *model.Cluster) (model.Endpoint, bool) {
 		n--
 	}
 	return model.Endpoint{}, false // unreachable
+}
+
+// Select is Pick; round robin ignores the key.
+func (b *RoundRobin) Select(cluster *model.Cluster, _ HashKey) (model.Endpoint, bool) {
+	return b.Pick(cluster)
+}
+
+// healthyCount counts the endpoints that may be selected.
+func healthyCount(eps []model.Endpoint) int {
+	n := 0
+	for i := range eps {
+		if eps[i].Healthy {
+			n++
+		}
+	}
+	return n
+}
+
+// nthHealthy returns the index in eps of the n-th (from 0) healthy endpoint.
+func nthHealthy(eps []model.Endpoint, n int) int {
+	for i := range eps {
+		if !eps[i].Healthy {
+			continue
+		}
+		if n == 0 {
+			return i
+		}
+		n--
+	}
+	return -1
 }
 
 func (b *RoundRobin) counter(cluster string) *atomic.Uint64 {
