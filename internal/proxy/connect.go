@@ -89,7 +89,7 @@ func (h *routeHandler) pickInstance(host string) (string, error) {
 	if cluster == nil {
 		return "", mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", mesherr.Dest(service, version))
 	}
-	ep, ok := h.p.balancer.Pick(cluster)
+	ep, ok := h.p.balancer.SelectConn(cluster)
 	if !ok {
 		return "", mesherr.New(mesherr.NoHealthyUpstream, "%s has no healthy instance", mesherr.Dest(service, version))
 	}

@@ -40,7 +40,7 @@ type Proxy struct {
 	log    *slog.Logger
 
 	snapshot atomic.Pointer[model.Snapshot] // nil until the first config
-	balancer balancer.Balancer              // state keyed by cluster name, outlives snapshots
+	balancer *balancer.Set                  // state keyed by cluster name, outlives snapshots
 	metrics  *stats.Metrics
 	toMesh   *forward.Forwarder // outbound and gateway: pools keyed by instance address
 	toApp    *forward.Forwarder // inbound
@@ -100,7 +100,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg:      cfg,
 		nodeID:   id,
 		log:      log,
-		balancer: balancer.NewRoundRobin(),
+		balancer: balancer.NewSet(),
 		ready:    make(chan struct{}),
 	}
 	p.metrics = stats.New(func() bool { return p.xdsStatus().Connected })

@@ -40,6 +40,7 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"host", r.Host, "path", r.URL.Path)
 		mesherr.Write(&req.rec, r, err)
 	} else {
+		defer req.inflight.Done() // a least-request cluster's count; also when Forward aborts with a panic
 		h.p.toMesh.Forward(&req.rec, r, &req.target)
 	}
 	// Unrouted requests count with empty service and version.
@@ -57,9 +58,10 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // instances in when connecting there fails (it is the target's Fallbacks,
 // so no closure is allocated per request for them).
 type routedRequest struct {
-	rec     recorder
-	target  forward.Target
-	cluster *model.Cluster
+	rec      recorder
+	target   forward.Target
+	cluster  *model.Cluster
+	inflight *balancer.Inflight // nil unless the cluster counts requests in flight
 }
 
 // Instances are the fallbacks of the chosen instance: up to maxFallbacks
@@ -95,14 +97,14 @@ func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
 		e.Service, e.Version = service, version
 		return e
 	}
-	ep, ok := h.p.balancer.Pick(cluster)
+	ep, inflight, ok := h.p.balancer.Pick(cluster, balancer.KeyOf(rt.HashPolicies, r))
 	if !ok {
 		e := mesherr.New(mesherr.NoHealthyUpstream, "%s has no healthy instance", mesherr.Dest(service, version))
 		e.Service, e.Version = service, version
 		return e
 	}
 	q.target = forward.Target{Addr: ep.Address, Service: service, Version: version, Fallbacks: q}
-	q.cluster = cluster
+	q.cluster, q.inflight = cluster, inflight
 	return nil
 }
 

@@ -65,3 +65,10 @@ func (s *Set) Pick(cluster *model.Cluster, key HashKey) (model.Endpoint, *Inflig
 
 // Loads are the in-flight counts Pick keeps.
 func (s *Set) Loads() *Loads { return s.loads }
+
+// SelectConn selects the endpoint of a connection that is not a request
+// (a TCP tunnel): by cluster's policy, without a hash key (so a ring hash
+// cluster picks at random) and not counted as a request in flight.
+func (s *Set) SelectConn(cluster *model.Cluster) (model.Endpoint, bool) {
+	return s.Select(cluster, HashKey{})
+}
