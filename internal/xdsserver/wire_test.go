@@ -32,13 +32,14 @@ func wireInputs(t *testing.T) map[string]translate.Input {
 			t.Fatal(err)
 		}
 		var tc struct {
-			Routes    []api.Route    `json:"routes"`
-			Instances []api.Instance `json:"instances"`
+			Routes          []api.Route         `json:"routes"`
+			TrafficPolicies []api.TrafficPolicy `json:"trafficPolicies"`
+			Instances       []api.Instance      `json:"instances"`
 		}
 		if err := yaml.UnmarshalStrict(data, &tc); err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
-		ins[filepath.Base(p)] = translate.Input{Routes: tc.Routes, Instances: tc.Instances}
+		ins[filepath.Base(p)] = translate.Input{Routes: tc.Routes, TrafficPolicies: tc.TrafficPolicies, Instances: tc.Instances}
 	}
 	return ins
 }
