@@ -15,6 +15,7 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"trellis.dev/trellis/internal/proxy/mesherr"
 )
@@ -36,6 +37,10 @@ type Target struct {
 	// app_unavailable answer is acted on only from targets that are not
 	// the app (the mesh side), see retry.go.
 	App bool
+	// Timeout is the request's time limit (the route's timeout, or a
+	// shorter grpc-timeout), for the upstream_timeout message. The limit
+	// itself is the request context's deadline, which the caller sets.
+	Timeout time.Duration
 }
 
 // Fallbacks lists the instances to try after a failed connect. It is an
@@ -261,17 +266,40 @@ func (f *Forwarder) writeError(w http.ResponseWriter, r *http.Request, t *Target
 		mesherr.Write(w, r, e)
 		return
 	}
-	if r.Context().Err() != nil && errors.Is(err, context.Canceled) || errors.Is(err, ErrClientGone) {
+	if errors.Is(err, ErrClientGone) {
 		w.WriteHeader(StatusClientClosedRequest)
 		return
 	}
-	e, ok := mesherr.As(err)
+	var e *mesherr.Error
+	switch ctxErr := r.Context().Err(); {
+	case ctxErr == nil:
+	case errors.Is(ctxErr, context.DeadlineExceeded):
+		// The request's deadline (the route's timeout, a gRPC client's
+		// grpc-timeout) passed before the answer was whole; the exchange
+		// with the instance was cut and its connection closed.
+		e = mesherr.Wrap(err, mesherr.UpstreamTimeout, "%s at %s did not answer %s", t.desc(), t.Addr, within(t))
+	case errors.Is(err, context.Canceled):
+		w.WriteHeader(StatusClientClosedRequest)
+		return
+	}
+	ok := e != nil
+	if !ok {
+		e, ok = mesherr.As(err)
+	}
 	if !ok {
 		e = mesherr.Wrap(err, mesherr.UpstreamReset, "%s at %s failed after the request was sent: %s",
 			t.desc(), t.Addr, rootCause(err))
 	}
 	f.log.Debug("forward failed", "code", e.Code, "error", e.Msg, "host", r.Host, "path", r.URL.Path)
 	mesherr.Write(w, r, e)
+}
+
+// within says how long t's request could take, for an upstream_timeout.
+func within(t *Target) string {
+	if t.Timeout > 0 {
+		return "within " + t.Timeout.String()
+	}
+	return "before the request's deadline"
 }
 
 // clientBodyError is a failure reading the client's request body, so

@@ -153,7 +153,7 @@ func (f *Forwarder) roundTrip(w http.ResponseWriter, r *http.Request, c *h1Conn,
 		return nil, err
 	}
 	c.limit = maxResponseHeaderBytes
-	if err := waitAnswer(w, c); err != nil {
+	if err := waitAnswer(r.Context(), w, c); err != nil {
 		c.done()
 		if errors.Is(err, ErrClientGone) {
 			return nil, err
@@ -202,7 +202,13 @@ var clientCheckInterval = time.Second
 // client left does not hold the instance until it answers (what net/http's
 // background read gives the other path). The deadline costs a timer per
 // request; the check itself runs only for answers slower than the interval.
-func waitAnswer(w http.ResponseWriter, c *h1Conn) error {
+//
+// The request's context ends the wait: its abort hook (roundTrip) sets a
+// past deadline on c, and a slice's deadline must never overwrite that.
+// So ctx is checked after each slice's deadline is set: a context that
+// ends before the check is seen there, one that ends after it sets its
+// past deadline after the slice's, and that one holds.
+func waitAnswer(ctx context.Context, w http.ResponseWriter, c *h1Conn) error {
 	watcher := clientWatcher(w)
 	if watcher == nil {
 		_, err := c.br.Peek(1)
@@ -210,9 +216,18 @@ func waitAnswer(w http.ResponseWriter, c *h1Conn) error {
 	}
 	for {
 		c.conn.SetReadDeadline(time.Now().Add(clientCheckInterval))
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		_, err := c.br.Peek(1)
 		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			c.conn.SetReadDeadline(time.Time{})
+			if cerr := ctx.Err(); cerr != nil {
+				return cerr // its hook's past deadline may just have been cleared
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if watcher.ClientGone() {
