@@ -83,6 +83,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad header", route("  service: reviews\n  rules:\n  - {version: v1, matches: [{headers: {\"a b\": {present: true}}}]}\n"), `is not a valid header name`},
 		{"major groups", route("  service: reviews\n  rules:\n  - {version: \"1.0\", weight: 80}\n  - {version: \"1.1\", weight: 20}\n  - {version: \"2.0\", weight: 90}\n"), `spec.rules: weights of 2.0 add up to 90, must be 100 (major version 2)`},
 		{"mixed versions", route("  service: reviews\n  rules:\n  - {version: \"1.0\", weight: 50}\n  - {version: v2, weight: 50}\n"), `spec.rules[0].version: "1.0" is MAJOR.MINOR but other versions are not`},
+		{"timeout not a duration", route("  service: reviews\n  timeout: 2\n  rules:\n  - {version: v1, weight: 100}\n"), `spec.timeout: must be a string, got a number`},
+		{"timeout unit", route("  service: reviews\n  timeout: 2sec\n  rules:\n  - {version: v1, weight: 100}\n"), `spec.timeout: "2sec" is not a duration (like 2s or 150ms)`},
+		{"timeout zero", route("  service: reviews\n  timeout: 0s\n  rules:\n  - {version: v1, weight: 100}\n"), `spec.timeout: 0s must be whole milliseconds, from 1ms to 1h0m0s`},
+		{"timeout too long", route("  service: reviews\n  timeout: 2h\n  rules:\n  - {version: v1, weight: 100}\n"), `spec.timeout: 2h must be whole milliseconds`},
+		{"timeout sub-millisecond", route("  service: reviews\n  timeout: 1500us\n  rules:\n  - {version: v1, weight: 100}\n"), `spec.timeout: 1500us must be whole milliseconds`},
 		{"api version", strings.Replace(route("  service: reviews\n  rules:\n  - {version: v1, weight: 100}\n"), "v1alpha1", "v1", 1), `apiVersion: must be "trellis.dev/v1alpha1"`},
 		{"kind", "apiVersion: trellis.dev/v1alpha1\nkind: Canary\n", `document 1: kind: unknown kind "Canary"`},
 		{"no kind", "apiVersion: trellis.dev/v1alpha1\n", `document 1: kind: required`},
@@ -112,11 +117,13 @@ func TestDecodeValidVariants(t *testing.T) {
 		return "apiVersion: trellis.dev/v1alpha1\nkind: Route\nmetadata: {name: reviews}\nspec:\n  service: reviews\n" + spec
 	}
 	for name, in := range map[string]string{
-		"only matches":  route("  rules:\n  - {version: v2, matches: [{path: {prefix: /api}}, {headers: {x-user: {regex: \"a.*\"}}}]}\n"),
-		"major minor":   route("  rules:\n  - {version: \"1.0\", weight: 80}\n  - {version: \"1.1\", weight: 20}\n  - {version: \"2.0\", weight: 100}\n"),
-		"zero weight":   route("  rules:\n  - {version: v1, weight: 100}\n  - {version: v2, weight: 0}\n"),
-		"present":       route("  rules:\n  - {version: v2, matches: [{headers: {gray: {present: true}}}]}\n"),
-		"empty doc sep": "---\n" + route("  rules:\n  - {version: v1, weight: 100}\n") + "---\n",
+		"only matches":   route("  rules:\n  - {version: v2, matches: [{path: {prefix: /api}}, {headers: {x-user: {regex: \"a.*\"}}}]}\n"),
+		"major minor":    route("  rules:\n  - {version: \"1.0\", weight: 80}\n  - {version: \"1.1\", weight: 20}\n  - {version: \"2.0\", weight: 100}\n"),
+		"zero weight":    route("  rules:\n  - {version: v1, weight: 100}\n  - {version: v2, weight: 0}\n"),
+		"timeout":        route("  timeout: 150ms\n  rules:\n  - {version: v1, weight: 100}\n"),
+		"timeout bounds": route("  timeout: 1h\n  rules:\n  - {version: v1, weight: 100}\n---\napiVersion: trellis.dev/v1alpha1\nkind: Route\nmetadata: {name: r2}\nspec: {service: ratings, timeout: 1ms, rules: [{version: v1, weight: 100}]}\n"),
+		"present":        route("  rules:\n  - {version: v2, matches: [{headers: {gray: {present: true}}}]}\n"),
+		"empty doc sep":  "---\n" + route("  rules:\n  - {version: v1, weight: 100}\n") + "---\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Decode([]byte(in)); err != nil {

@@ -4,6 +4,8 @@
 // translator; nothing outside this package interprets raw user bytes.
 package api
 
+import "time"
+
 // APIVersion is the only apiVersion this release accepts.
 const APIVersion = "trellis.dev/v1alpha1"
 
@@ -40,6 +42,23 @@ type RouteSpec struct {
 	// Rules are tried in order: rules with matches first (any one match
 	// selects the rule), then the weighted rules split what is left.
 	Rules []RouteRule `json:"rules"`
+	// Timeout, a Go duration ("2s", "150ms"), bounds each request to the
+	// service: from the request's arrival at the proxy until the
+	// instance's answer is whole. Past it the proxy answers 504
+	// upstream_timeout (gRPC: DEADLINE_EXCEEDED). It applies to every rule
+	// of the Route (Envoy's route timeout on each generated route). Empty:
+	// no limit (Envoy's default of 15 s is not applied).
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// TimeoutDuration is Timeout parsed; 0 when empty or invalid (Validate
+// refuses an invalid one).
+func (s RouteSpec) TimeoutDuration() time.Duration {
+	d, err := time.ParseDuration(s.Timeout)
+	if err != nil {
+		return 0
+	}
+	return d
 }
 
 // RouteRule sends traffic to one version, either because a request matches

@@ -101,7 +101,30 @@ func validateRoute(r *Route) error {
 			}
 		}
 	}
-	return validateWeights(s.Rules)
+	if err := validateWeights(s.Rules); err != nil {
+		return err
+	}
+	return validateTimeout("spec.timeout", s.Timeout)
+}
+
+// Bounds of a Route's timeout.
+const (
+	MinRouteTimeout = time.Millisecond
+	MaxRouteTimeout = time.Hour
+)
+
+func validateTimeout(p, s string) error {
+	if s == "" {
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a duration (like 2s or 150ms)", p, s)
+	}
+	if d < MinRouteTimeout || d > MaxRouteTimeout || d%time.Millisecond != 0 {
+		return fmt.Errorf("%s: %s must be whole milliseconds, from %s to %s", p, s, MinRouteTimeout, MaxRouteTimeout)
+	}
+	return nil
 }
 
 func validateMatch(p string, m RouteMatch) error {

@@ -40,7 +40,25 @@ func virtualHost(s *service) *routev3.VirtualHost {
 	}
 	vh.Routes = append(matchRoutes(s), weightedRoutes(s)...)
 	setHashPolicies(s, vh.Routes)
+	setTimeout(s.route.Spec.TimeoutDuration(), vh.Routes)
 	return vh
+}
+
+// setTimeout gives every route of a Route with a timeout Envoy's route
+// timeout, and max_stream_duration.grpc_timeout_header_max at the same
+// value: a gRPC request's grpc-timeout, when shorter, is its limit (Envoy
+// ignores the header without that field). A Route without timeout leaves
+// both unset, and so does a service without Route: no limit (an Envoy
+// sidecar would apply its default of 15 s; the Trellis proxy none).
+func setTimeout(d time.Duration, routes []*routev3.Route) {
+	if d <= 0 {
+		return
+	}
+	for _, r := range routes {
+		a := r.GetRoute()
+		a.Timeout = durationpb.New(d)
+		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(d)}
+	}
 }
 
 // setHashPolicies gives each route whose clusters hash consistently the
