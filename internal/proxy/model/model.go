@@ -60,6 +60,19 @@ type Route struct {
 	// from the request, as Envoy's route hash_policy; other balancers
 	// ignore it.
 	HashPolicies []HashPolicy `json:"hashPolicies,omitempty"`
+	// Timeout bounds a request from its arrival until the answer is whole
+	// (Envoy's route timeout); 0 is none.
+	Timeout time.Duration `json:"-"`
+	// GRPCTimeout: a gRPC request's grpc-timeout header, capped by
+	// GRPCTimeoutMax (0: uncapped), bounds it too, the shorter limit
+	// winning (Envoy's max_stream_duration.grpc_timeout_header_max; the
+	// header is ignored without it).
+	GRPCTimeout    bool          `json:"-"`
+	GRPCTimeoutMax time.Duration `json:"-"`
+	// TimeoutText and GRPCTimeoutMaxText are the above for people, in
+	// config dumps ("250ms").
+	TimeoutText        string `json:"timeout,omitempty"`
+	GRPCTimeoutMaxText string `json:"grpcTimeoutHeaderMax,omitempty"`
 }
 
 // HashPolicy is one source of a request's hash key. Keys of several

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -154,8 +155,16 @@ func TestRejections(t *testing.T) {
 		{"weighted runtime key", func(r *modeltest.Resources) {
 			action(r, 2).GetWeightedClusters().RuntimeKeyPrefix = "x"
 		}, `weighted_clusters.runtime_key_prefix: unsupported field`},
-		{"route timeout", func(r *modeltest.Resources) { action(r, 2).Timeout = durationpb.New(1e9) },
-			`virtual_hosts[0].routes[2].route.timeout: unsupported field`},
+		{"route idle timeout", func(r *modeltest.Resources) { action(r, 2).IdleTimeout = durationpb.New(1e9) },
+			`virtual_hosts[0].routes[2].route.idle_timeout: unsupported field`},
+		{"negative route timeout", func(r *modeltest.Resources) { action(r, 2).Timeout = durationpb.New(-1e9) },
+			`virtual_hosts[0].routes[2].route.timeout: invalid duration`},
+		{"max stream duration", func(r *modeltest.Resources) {
+			action(r, 2).MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(1e9)}
+		}, `routes[2].route.max_stream_duration.max_stream_duration: unsupported field`},
+		{"grpc timeout header offset", func(r *modeltest.Resources) {
+			action(r, 2).MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderOffset: durationpb.New(1e6)}
+		}, `routes[2].route.max_stream_duration.grpc_timeout_header_offset: unsupported field`},
 		{"route retries", func(r *modeltest.Resources) { action(r, 2).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"} },
 			`routes[2].route.retry_policy: unsupported field`},
 		{"route rewrite", func(r *modeltest.Resources) { action(r, 2).PrefixRewrite = "/x" },
@@ -412,5 +421,35 @@ func TestBadEndpointDropped(t *testing.T) {
 				t.Errorf("the snapshot does not build: %v", err)
 			}
 		})
+	}
+}
+
+// A route's timeout and grpc_timeout_header_max are taken (0 in the
+// latter: the header uncapped).
+func TestRouteTimeouts(t *testing.T) {
+	r := modeltest.Mesh()
+	action(r, 0).Timeout = durationpb.New(250e6)
+	action(r, 0).MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(250e6)}
+	action(r, 1).MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(0)}
+	rt, err := model.ConvertRouteConfig(r.Routes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := rt.VirtualHosts[0].Routes
+	type timeouts struct {
+		d           time.Duration
+		grpc        bool
+		grpcMax     time.Duration
+		text, gtext string
+	}
+	for i, want := range []timeouts{
+		{250 * time.Millisecond, true, 250 * time.Millisecond, "250ms", "250ms"},
+		{0, true, 0, "", "unlimited"},
+		{},
+	} {
+		r := routes[i]
+		if got := (timeouts{r.Timeout, r.GRPCTimeout, r.GRPCTimeoutMax, r.TimeoutText, r.GRPCTimeoutMaxText}); got != want {
+			t.Errorf("routes[%d]: %+v, want %+v", i, got, want)
+		}
 	}
 }

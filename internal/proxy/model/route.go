@@ -4,15 +4,17 @@ import (
 	"math"
 	"net/textproto"
 	"strings"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // ConvertRouteConfig converts a RouteConfiguration into a RouteTable.
 //
 // Routes may only forward to a cluster or to weighted clusters; redirects,
 // direct responses, cluster_header and any route or virtual host feature
-// the proxy does not implement yet (timeouts, retries, rewrites, header
+// the proxy does not implement yet (retries, rewrites, header
 // mutation, per-filter config…) are rejected with the field that asks for
 // it.
 func ConvertRouteConfig(rc *routev3.RouteConfiguration) (*RouteTable, error) {
@@ -145,10 +147,35 @@ func actionField(r *routev3.Route) string {
 
 func convertRouteAction(at string, a *routev3.RouteAction, out *Route) error {
 	// Everything else in RouteAction changes what happens to the request
-	// (timeout, retry_policy, prefix_rewrite, host rewrites, mirrors,
+	// (retry_policy, idle_timeout, prefix_rewrite, host rewrites, mirrors,
 	// metadata_match…) and is not implemented yet.
-	if err := onlyFields(at, a, "cluster", "weighted_clusters", "hash_policy"); err != nil {
+	if err := onlyFields(at, a, "cluster", "weighted_clusters", "hash_policy", "timeout", "max_stream_duration"); err != nil {
 		return err
+	}
+	if a.GetTimeout() != nil {
+		d, err := duration(join(at, "timeout"), a.GetTimeout())
+		if err != nil {
+			return err
+		}
+		out.Timeout, out.TimeoutText = d, textOf(d)
+	}
+	if msd := a.GetMaxStreamDuration(); msd != nil {
+		// max_stream_duration itself and grpc_timeout_header_offset are
+		// not implemented.
+		if err := onlyFields(join(at, "max_stream_duration"), msd, "grpc_timeout_header_max"); err != nil {
+			return err
+		}
+		if m := msd.GetGrpcTimeoutHeaderMax(); m != nil {
+			d, err := duration(join(at, "max_stream_duration.grpc_timeout_header_max"), m)
+			if err != nil {
+				return err
+			}
+			out.GRPCTimeout, out.GRPCTimeoutMax = true, d
+			out.GRPCTimeoutMaxText = textOf(d)
+			if d == 0 {
+				out.GRPCTimeoutMaxText = "unlimited"
+			}
+		}
 	}
 	for i, hp := range a.GetHashPolicy() {
 		h, err := convertHashPolicy(index(join(at, "hash_policy"), i), hp)
@@ -257,6 +284,22 @@ func convertHashPolicy(at string, hp *routev3.RouteAction_HashPolicy) (HashPolic
 		return out, errAt(join(at, hashField(hp)), "unsupported hash policy: only header, cookie and connection_properties are supported")
 	}
 	return out, nil
+}
+
+// duration converts a non-negative protobuf duration (0: none).
+func duration(at string, d *durationpb.Duration) (time.Duration, error) {
+	if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+		return 0, errAt(at, "invalid duration")
+	}
+	return d.AsDuration(), nil
+}
+
+// textOf is a duration in config dumps: empty for none.
+func textOf(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 // hashField names the set member of the policy_specifier oneof.
