@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"trellis.dev/trellis/internal/meshxds"
@@ -41,6 +43,14 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		mesherr.Write(&req.rec, r, err)
 	} else {
 		defer req.inflight.Done() // a least-request cluster's count; also when Forward aborts with a panic
+		if d := req.target.Timeout; d > 0 {
+			// The route's timeout (or a shorter grpc-timeout), from the
+			// request's arrival: forward answers 504 upstream_timeout
+			// when it passes.
+			ctx, cancel := context.WithDeadline(r.Context(), start.Add(d))
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		h.p.toMesh.Forward(&req.rec, r, &req.target)
 	}
 	// Unrouted requests count with empty service and version.
@@ -103,7 +113,8 @@ func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
 		e.Service, e.Version = service, version
 		return e
 	}
-	q.target = forward.Target{Addr: ep.Address, Service: service, Version: version, Fallbacks: q}
+	q.target = forward.Target{Addr: ep.Address, Service: service, Version: version, Fallbacks: q,
+		Timeout: requestTimeout(rt, r)}
 	q.cluster, q.inflight = cluster, inflight
 	return nil
 }
@@ -123,3 +134,68 @@ func (h *routeHandler) table(snap *model.Snapshot) (*model.RouteTable, *mesherr.
 	}
 	return t, nil
 }
+
+// requestTimeout is how long r may take on rt: the route's timeout, or a
+// gRPC request's grpc-timeout when the route honours it
+// (max_stream_duration.grpc_timeout_header_max) and it is shorter — capped
+// by that maximum unless 0. Zero is no limit.
+func requestTimeout(rt *model.Route, r *http.Request) time.Duration {
+	d := rt.Timeout
+	if !rt.GRPCTimeout || !mesherr.IsGRPC(r) {
+		return d
+	}
+	v := r.Header["Grpc-Timeout"]
+	if len(v) == 0 {
+		return d
+	}
+	g, ok := parseGRPCTimeout(v[0])
+	if !ok {
+		return d
+	}
+	if rt.GRPCTimeoutMax > 0 && g > rt.GRPCTimeoutMax {
+		g = rt.GRPCTimeoutMax
+	}
+	if d == 0 || g < d {
+		d = g
+	}
+	return d
+}
+
+// parseGRPCTimeout reads a grpc-timeout value: at most 8 digits and a unit
+// (H, M, S, m, u, n), as the gRPC over HTTP/2 spec says. A zero timeout
+// is taken as 1 ns (already expired), not as no limit.
+func parseGRPCTimeout(s string) (time.Duration, bool) {
+	if len(s) < 2 || len(s) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	d := time.Duration(n) * unit
+	if n > uint64(maxGRPCTimeout/unit) {
+		d = maxGRPCTimeout
+	}
+	return max(d, 1), true
+}
+
+// maxGRPCTimeout caps a grpc-timeout (99999999 hours would overflow a
+// Duration).
+const maxGRPCTimeout = 100 * 365 * 24 * time.Hour
