@@ -72,6 +72,15 @@ type Server struct {
 	// IdleTimeout bounds the wait for the next request's head (and for the
 	// rest of a head that started). Zero means 2 minutes.
 	IdleTimeout time.Duration
+	// WriteTimeout bounds each write to the client on this server's own
+	// loop: a client that stops reading fails the response's writes after
+	// it (the handler sees the error; the connection is closed), instead
+	// of holding the handler's goroutine for ever. The deadline is set
+	// afresh at most once a second, so a write that makes no progress
+	// fails after WriteTimeout-1s to WriteTimeout. Zero means
+	// DefaultWriteTimeout; negative, none. Connections handed to Fallback
+	// follow its own WriteTimeout.
+	WriteTimeout time.Duration
 	// Log receives unexpected handler panics. Nil discards.
 	Log *slog.Logger
 
@@ -106,6 +115,10 @@ type Server struct {
 	handoff   *handoffListener // created with the first Serve
 	fallback  chan error       // Fallback.Serve's result
 }
+
+// DefaultWriteTimeout is WriteTimeout's default: a client that reads
+// nothing for a minute is gone.
+const DefaultWriteTimeout = 60 * time.Second
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = http.ErrServerClosed
@@ -302,6 +315,8 @@ type conn struct {
 	// that Shutdown's past deadline is never overwritten by the loop's.
 	idle atomic.Bool
 
+	wd deadlineWriter // what bw writes to
+
 	reqHeader http.Header // cleared and reused by every request
 	resHeader http.Header
 	res       response
@@ -318,9 +333,33 @@ func (s *Server) newConn(rwc net.Conn) *conn {
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(rw)
 	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(rw)
-	return &conn{s: s, rwc: rwc, rw: rw, br: br, bw: bw, remote: rwc.RemoteAddr().String(),
+	c := &conn{s: s, rwc: rwc, rw: rw, br: br, bw: bw, remote: rwc.RemoteAddr().String(),
 		reqHeader: http.Header{}, resHeader: http.Header{}}
+	c.wd = deadlineWriter{c: c, timeout: s.WriteTimeout}
+	if c.wd.timeout == 0 {
+		c.wd.timeout = DefaultWriteTimeout
+	}
+	bw.Reset(&c.wd)
+	return c
+}
+
+// deadlineWriter writes to the connection with a write deadline of
+// timeout, moved forward at most once a second (a timer update per write
+// would cost more than the write at full speed).
+type deadlineWriter struct {
+	c       *conn
+	timeout time.Duration // negative: none
+	rearm   time.Time     // when the deadline is next moved; zero: never set
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	if w.timeout > 0 {
+		if now := time.Now(); now.After(w.rearm) {
+			w.c.rwc.SetWriteDeadline(now.Add(w.timeout))
+			w.rearm = now.Add(time.Second)
+		}
+	}
+	return w.c.rw.Write(p)
 }
 
 // serve reads and answers requests until the connection ends or is handed
@@ -506,6 +545,9 @@ func (c *conn) handOff() bool {
 		return false
 	}
 	c.rwc.SetReadDeadline(time.Time{})
+	if !c.wd.rearm.IsZero() {
+		c.rwc.SetWriteDeadline(time.Time{}) // net/http sets its own, if any
+	}
 	fr := newFramer(c.br, c.s.Fallback.MaxHeaderBytes+4096, c.s.marker)
 	return c.s.handoff.push(&handedConn{Conn: c.rw, r: fr, s: c.s})
 }

@@ -1270,3 +1270,31 @@ func TestConcurrentConnections(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A client that stops reading fails the response's writes after
+// WriteTimeout: the handler's Write returns an error and the connection
+// is closed, instead of the handler blocking for as long as the client
+// holds the connection.
+func TestWriteTimeout(t *testing.T) {
+	failed := make(chan error, 1)
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for range 1 << 14 { // 1 GiB, far more than the socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				failed <- err
+				return
+			}
+		}
+		failed <- nil
+	}), func(s *Server) { s.WriteTimeout = 100 * time.Millisecond })
+	c := dial(t, ts.addr)
+	c.send(get("/big")) // and never read the answer
+	select {
+	case err := <-failed:
+		if err == nil {
+			t.Fatal("1 GiB written to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second): // bounds a failing test; not a measure
+		t.Fatal("the handler is still writing to a client that reads nothing")
+	}
+}
