@@ -248,11 +248,17 @@ func (t *tryBody) Read(p []byte) (int, error) {
 	b.mu.Unlock()
 
 	n, err := b.rc.Read(p)
-	if err = bodyError(err); err != nil && err != io.EOF && b.fc != nil {
-		b.fc.bodyFailed.Store(true)
-	}
 
 	b.mu.Lock()
+	// A read that fails because this side closed the body (the transport
+	// does when the instance resets the exchange) is not the client's
+	// fault: only a failure of the client's own bytes is.
+	if !b.closed {
+		err = bodyError(err)
+		if err != nil && err != io.EOF && b.fc != nil {
+			b.fc.bodyFailed.Store(true)
+		}
+	}
 	b.reading = false
 	if n > 0 {
 		b.consumed = true
