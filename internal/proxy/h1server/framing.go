@@ -184,19 +184,7 @@ func nextLine(b []byte) (line, rest []byte) {
 
 // parseLength19 is a Content-Length as net/http takes it: digits only,
 // below 2^63.
-func parseLength19(v []byte) (int64, bool) {
-	if len(v) == 0 || len(v) > 18 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
-}
+func parseLength19(v []byte) (int64, bool) { return parseDigits(v, 18) }
 
 // BadFraming is the refusal of a request head for reason.
 func BadFraming(reason string) *mesherr.Error {

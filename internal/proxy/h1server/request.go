@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+
+	"golang.org/x/net/http/httpguts"
+
 	"trellis.dev/trellis/internal/proxy/forward"
 )
 
@@ -195,8 +198,12 @@ func parseField(line []byte) (name, value []byte, ok bool) {
 }
 
 // parseLength is a Content-Length of digits only, at most 10 of them.
-func parseLength(v []byte) (int64, bool) {
-	if len(v) == 0 || len(v) > 10 {
+func parseLength(v []byte) (int64, bool) { return parseDigits(v, 10) }
+
+// parseDigits is v as a decimal number of at most max digits (max ≤ 18:
+// no overflow), digits only.
+func parseDigits(v []byte, max int) (int64, bool) {
+	if len(v) == 0 || len(v) > max {
 		return 0, false
 	}
 	var n int64
@@ -244,18 +251,8 @@ func equalASCIIFold(b []byte, lower string) bool {
 	return true
 }
 
-// isTokenChar: RFC 9110 tchar.
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
+// isTokenChar: RFC 9110 tchar (httpguts' table, as net/http uses).
+func isTokenChar(c byte) bool { return httpguts.IsTokenRune(rune(c)) }
 
 // methods are interned so that the common ones cost no allocation.
 var methods = map[string]string{}

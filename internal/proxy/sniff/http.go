@@ -1,6 +1,10 @@
 package sniff
 
-import "bytes"
+import (
+	"bytes"
+
+	"golang.org/x/net/http/httpguts"
+)
 
 // h2Preface opens every HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -86,14 +90,4 @@ func SniffHTTP1(b []byte) Verdict {
 }
 
 // isToken reports whether c is a tchar (RFC 9110 §5.6.2).
-func isToken(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
+func isToken(c byte) bool { return httpguts.IsTokenRune(rune(c)) }
