@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/testutil"
@@ -232,4 +233,43 @@ func TestKeepLeavesRegistrationsWhenStreamsEnd(t *testing.T) {
 	if got := reg.get(); len(got) != 1 {
 		t.Fatalf("after Keep, a stream's end deregistered: %v", got)
 	}
+}
+
+// A stream that flaps ready and not ready as fast as it can changes the
+// registry at most once per minChangeInterval; its last word still wins.
+func TestFlappingIsSlowedDown(t *testing.T) {
+	reg := newFake()
+	_, addr := startServer(t, reg)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := conn.NewStream(ctx, joinStreamDesc, joinMethod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	const flips = 11 // ends ready
+	for i := range flips {
+		if err := stream.SendMsg(Announcement{Instance: instance("flap"), Ready: i%2 == 0}.node()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * minChangeInterval / 2)
+	reg.mu.Lock()
+	changes := len(reg.events)
+	reg.mu.Unlock()
+	// However slow the machine, no more than one change per interval
+	// since the first (elapsed time only loosens this bound).
+	if bound := 1 + int(time.Since(start)/minChangeInterval); changes > bound {
+		t.Fatalf("%d registry changes in %s, want at most %d", changes, time.Since(start), bound)
+	}
+	testutil.Eventually(t, time.Duration(flips+2)*minChangeInterval+5*time.Second, "the last announcement applied", func() bool {
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		return len(reg.events) == flips && len(reg.active) == 1
+	})
 }

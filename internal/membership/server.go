@@ -28,6 +28,10 @@ type Registrar interface {
 	Register(ctx context.Context, inst api.Instance) (deregister func(), err error)
 }
 
+// minChangeInterval is the shortest time between two registration changes
+// of one stream; a variable so that tests can change it.
+var minChangeInterval = 500 * time.Millisecond
+
 // Server is the control plane's side: it registers the instance of every
 // live stream whose latest announcement says ready.
 type Server struct {
@@ -118,6 +122,7 @@ func (s *Server) join(stream grpc.ServerStream) error {
 		s.release(id)
 	}()
 
+	var lastChange time.Time
 	msg := first
 	for {
 		if msg.GetId() != id {
@@ -134,6 +139,18 @@ func (s *Server) join(stream grpc.ServerStream) error {
 		}
 		have := s.registered(id)
 		if !sameInstance(want, have) {
+			// Every change is an etcd write and a push to every proxy: one
+			// stream may change its registration at most once per
+			// minChangeInterval (a sidecar's own probe thresholds keep it
+			// far below; a client flapping on purpose is slowed to that).
+			if wait := time.Until(lastChange.Add(minChangeInterval)); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(wait):
+				}
+			}
+			lastChange = time.Now()
 			if deregister != nil {
 				deregister()
 				deregister = nil
