@@ -3,6 +3,7 @@ package api
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func policy(spec string) string {
@@ -32,6 +33,9 @@ func TestTrafficPolicyValid(t *testing.T) {
 		"sourceIP":          "  service: reviews\n  version: \"1.0\"\n  loadBalancer: {consistentHash: {sourceIP: true}}\n",
 		"ring size bounds":  "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 64}}\n",
 		"ring size maximum": "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 65536}}\n",
+		"outlier only":      "  service: reviews\n  outlierDetection: {}\n",
+		"outlier all":       "  service: reviews\n  loadBalancer: {random: {}}\n  outlierDetection: {consecutive5xx: 3, consecutiveGatewayErrors: 2, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 0}\n",
+		"outlier 100%":      "  service: reviews\n  outlierDetection: {maxEjectionPercent: 100}\n",
 	} {
 		if _, err := Decode([]byte(policy(spec))); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -43,7 +47,14 @@ func TestTrafficPolicyErrors(t *testing.T) {
 	tests := []struct{ name, spec, want string }{
 		{"no service", "  loadBalancer: {random: {}}\n", "spec.service: required"},
 		{"bad version", "  service: reviews\n  version: \"v 1\"\n  loadBalancer: {random: {}}\n", `spec.version: "v 1" must be`},
-		{"no lb", "  service: reviews\n", "spec.loadBalancer: required"},
+		{"no policy", "  service: reviews\n", "spec: set loadBalancer, outlierDetection or both"},
+		{"od 5xx zero", "  service: reviews\n  outlierDetection: {consecutive5xx: 0}\n", "spec.outlierDetection.consecutive5xx: 0 is out of range 1..1000"},
+		{"od gateway high", "  service: reviews\n  outlierDetection: {consecutiveGatewayErrors: 1001}\n", "spec.outlierDetection.consecutiveGatewayErrors: 1001 is out of range 1..1000"},
+		{"od bad interval", "  service: reviews\n  outlierDetection: {interval: often}\n", `spec.outlierDetection.interval: "often" is not a duration`},
+		{"od ejection negative", "  service: reviews\n  outlierDetection: {baseEjectionTime: -1s}\n", "spec.outlierDetection.baseEjectionTime: -1s must be whole milliseconds"},
+		{"od ejection long", "  service: reviews\n  outlierDetection: {baseEjectionTime: 2h}\n", "at most 1h0m0s"},
+		{"od percent", "  service: reviews\n  outlierDetection: {maxEjectionPercent: 101}\n", "spec.outlierDetection.maxEjectionPercent: 101 is out of range 0..100"},
+		{"od unknown", "  service: reviews\n  outlierDetection: {splitExternalLocalOriginErrors: true}\n", "spec.outlierDetection.splitExternalLocalOriginErrors: unknown field"},
 		{"none", "  service: reviews\n  loadBalancer: {}\n", "spec.loadBalancer: set exactly one of roundRobin, leastRequest, random, consistentHash (got 0)"},
 		{"two", "  service: reviews\n  loadBalancer: {random: {}, roundRobin: {}}\n", "spec.loadBalancer: set exactly one of roundRobin, leastRequest, random, consistentHash (got 2)"},
 		{"choices low", "  service: reviews\n  loadBalancer: {leastRequest: {choiceCount: 1}}\n", "spec.loadBalancer.leastRequest.choiceCount: 1 is out of range 2..10"},
@@ -58,7 +69,7 @@ func TestTrafficPolicyErrors(t *testing.T) {
 		{"cookie ttl negative", "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: s, ttl: -1h}}}\n", "cookie.ttl: -1h must be whole seconds, more than 0"},
 		{"ring small", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 63}}\n", "spec.loadBalancer.consistentHash.minimumRingSize: 63 is out of range 64..65536"},
 		{"ring big", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 65537}}\n", "minimumRingSize: 65537 is out of range"},
-		{"unknown field", "  service: reviews\n  outlierDetection: {}\n  loadBalancer: {random: {}}\n", "spec.outlierDetection: unknown field (known: loadBalancer, service, version)"},
+		{"unknown field", "  service: reviews\n  connectionPool: {}\n  loadBalancer: {random: {}}\n", "spec.connectionPool: unknown field (known: loadBalancer, outlierDetection, service, version)"},
 		{"unknown lb", "  service: reviews\n  loadBalancer: {maglev: {}}\n", "spec.loadBalancer.maglev: unknown field (known: consistentHash, leastRequest, random, roundRobin)"},
 		{"random with field", "  service: reviews\n  loadBalancer: {random: {seed: 1}}\n", "spec.loadBalancer.random.seed: unknown field (known: )"},
 		{"wrong type", "  service: reviews\n  loadBalancer: {consistentHash: {sourceIP: \"yes\"}}\n", "spec.loadBalancer.consistentHash.sourceIP: must be true or false"},
@@ -76,6 +87,17 @@ func TestTrafficPolicyErrors(t *testing.T) {
 				t.Fatalf("error %q does not name the document", err)
 			}
 		})
+	}
+}
+
+func TestOutlierDetectionValues(t *testing.T) {
+	rs, err := Decode([]byte(policy("  service: reviews\n  outlierDetection: {consecutive5xx: 3, baseEjectionTime: 1m}\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c5, cg, iv, be, mp := rs[0].(*TrafficPolicy).Spec.OutlierDetection.Values()
+	if c5 != 3 || cg != DefaultConsecutiveGatewayErrors || iv != DefaultOutlierInterval || be != time.Minute || mp != DefaultMaxEjectionPercent {
+		t.Fatalf("values %d %d %s %s %d", c5, cg, iv, be, mp)
 	}
 }
 

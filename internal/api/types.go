@@ -98,8 +98,8 @@ type TrafficPolicy struct {
 }
 
 // TrafficPolicySpec is what a TrafficPolicy says. Fields for connection
-// limits, outlier detection and health checks come later; until then
-// strict decoding rejects them as unknown.
+// limits and health checks come later; until then strict decoding rejects
+// them as unknown.
 type TrafficPolicySpec struct {
 	// Service is the mesh service the policy applies to.
 	Service string `json:"service"`
@@ -107,6 +107,31 @@ type TrafficPolicySpec struct {
 	Version string `json:"version,omitempty"`
 	// LoadBalancer chooses the instance of each request.
 	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty"`
+	// OutlierDetection ejects an instance that keeps failing for a while.
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+}
+
+// OutlierDetection ejects an instance whose exchanges keep failing
+// (passively: judged by the requests it serves) for BaseEjectionTime times
+// the number of times it was ejected, and never more than
+// MaxEjectionPercent of the cluster's instances at once. Unset fields take
+// the defaults (Envoy's).
+type OutlierDetection struct {
+	// Consecutive5xx ejects after that many 5xx answers in a row
+	// (including gateway errors and connect failures); default 5.
+	Consecutive5xx *int `json:"consecutive5xx,omitempty"`
+	// ConsecutiveGatewayErrors ejects after that many 502, 503, 504 or
+	// connect failures in a row; default 5.
+	ConsecutiveGatewayErrors *int `json:"consecutiveGatewayErrors,omitempty"`
+	// Interval, a Go duration, is Envoy's analysis interval (the Trellis
+	// proxy ejects at once on consecutive failures); default 10s.
+	Interval string `json:"interval,omitempty"`
+	// BaseEjectionTime, a Go duration, is the first ejection's length;
+	// default 30s.
+	BaseEjectionTime string `json:"baseEjectionTime,omitempty"`
+	// MaxEjectionPercent, 0..100, caps the share of ejected instances;
+	// default 10.
+	MaxEjectionPercent *int `json:"maxEjectionPercent,omitempty"`
 }
 
 // LoadBalancer sets exactly one balancing algorithm.

@@ -290,10 +290,80 @@ func validateTrafficPolicy(p *TrafficPolicy) error {
 	if s.Version != "" && (!versionLabel.MatchString(s.Version) || len(s.Version) > 63) {
 		return fmt.Errorf("spec.version: %q must be letters, digits, '-', '_' and '.', at most 63 characters", s.Version)
 	}
-	if s.LoadBalancer == nil {
-		return errors.New("spec.loadBalancer: required (the only policy so far)")
+	if s.LoadBalancer == nil && s.OutlierDetection == nil {
+		return errors.New("spec: set loadBalancer, outlierDetection or both")
 	}
-	return validateLoadBalancer("spec.loadBalancer", s.LoadBalancer)
+	if s.LoadBalancer != nil {
+		if err := validateLoadBalancer("spec.loadBalancer", s.LoadBalancer); err != nil {
+			return err
+		}
+	}
+	if s.OutlierDetection != nil {
+		return validateOutlierDetection("spec.outlierDetection", s.OutlierDetection)
+	}
+	return nil
+}
+
+// Outlier detection defaults (Envoy's) and bounds.
+const (
+	DefaultConsecutive5xx           = 5
+	DefaultConsecutiveGatewayErrors = 5
+	DefaultOutlierInterval          = 10 * time.Second
+	DefaultBaseEjectionTime         = 30 * time.Second
+	DefaultMaxEjectionPercent       = 10
+	// MaxConsecutiveErrors bounds both consecutive counts.
+	MaxConsecutiveErrors = 1000
+	// MaxOutlierDuration bounds interval and baseEjectionTime.
+	MaxOutlierDuration = time.Hour
+)
+
+func validateOutlierDetection(p string, od *OutlierDetection) error {
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{{"consecutive5xx", od.Consecutive5xx}, {"consecutiveGatewayErrors", od.ConsecutiveGatewayErrors}} {
+		if f.v != nil && (*f.v < 1 || *f.v > MaxConsecutiveErrors) {
+			return fmt.Errorf("%s.%s: %d is out of range 1..%d", p, f.name, *f.v, MaxConsecutiveErrors)
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"interval", od.Interval}, {"baseEjectionTime", od.BaseEjectionTime}} {
+		if f.v == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f.v)
+		if err != nil {
+			return fmt.Errorf("%s.%s: %q is not a duration (like 10s or 1m)", p, f.name, f.v)
+		}
+		if d < time.Millisecond || d > MaxOutlierDuration || d%time.Millisecond != 0 {
+			return fmt.Errorf("%s.%s: %s must be whole milliseconds, at least 1ms and at most %s", p, f.name, f.v, MaxOutlierDuration)
+		}
+	}
+	if n := od.MaxEjectionPercent; n != nil && (*n < 0 || *n > 100) {
+		return fmt.Errorf("%s.maxEjectionPercent: %d is out of range 0..100", p, *n)
+	}
+	return nil
+}
+
+// Values returns od's fields with the defaults filled in.
+func (od *OutlierDetection) Values() (consecutive5xx, consecutiveGateway int, interval, baseEjection time.Duration, maxPercent int) {
+	consecutive5xx, consecutiveGateway = DefaultConsecutive5xx, DefaultConsecutiveGatewayErrors
+	interval, baseEjection, maxPercent = DefaultOutlierInterval, DefaultBaseEjectionTime, DefaultMaxEjectionPercent
+	if od.Consecutive5xx != nil {
+		consecutive5xx = *od.Consecutive5xx
+	}
+	if od.ConsecutiveGatewayErrors != nil {
+		consecutiveGateway = *od.ConsecutiveGatewayErrors
+	}
+	if d, err := time.ParseDuration(od.Interval); err == nil && d > 0 {
+		interval = d
+	}
+	if d, err := time.ParseDuration(od.BaseEjectionTime); err == nil && d > 0 {
+		baseEjection = d
+	}
+	if od.MaxEjectionPercent != nil {
+		maxPercent = *od.MaxEjectionPercent
+	}
+	return
 }
 
 func validateLoadBalancer(p string, lb *LoadBalancer) error {
