@@ -320,7 +320,7 @@ type conn struct {
 	reqHeader http.Header // cleared and reused by every request
 	resHeader http.Header
 	res       response
-	body      bodyReader
+	body      *bodyReader // the current request's, nil without a body
 }
 
 var (
@@ -490,9 +490,14 @@ func mayBeServed(buf []byte) bool {
 // serveRequest runs the handler for r and ends its response; it reports
 // whether the connection goes on.
 func (c *conn) serveRequest(r *http.Request) bool {
+	c.body = nil
 	if r.ContentLength > 0 {
-		c.body = bodyReader{br: c.br, left: r.ContentLength}
-		r.Body = &c.body
+		// A reader of its own per request: a transport may still read a
+		// request's body after the handler returned (net/http writes it on
+		// another goroutine), and must then get an error, never the next
+		// request's bytes (see bodyReader.end).
+		c.body = &bodyReader{br: c.br, left: r.ContentLength}
+		r.Body = c.body
 	}
 	w := &c.res
 	*w = response{c: c, req: r, hdr: c.resHeader, small: w.small[:0], fields: w.fields[:0],
@@ -506,12 +511,11 @@ func (c *conn) serveRequest(r *http.Request) bool {
 	keep := w.finish()
 	clear(c.reqHeader)
 	clear(c.resHeader)
-	if c.body.left > 0 {
+	if left := c.body.end(); left > 0 {
 		// What the handler did not read of the body (at most maxBody).
-		if _, err := c.br.Discard(int(c.body.left)); err != nil {
+		if _, err := c.br.Discard(int(left)); err != nil {
 			keep = false
 		}
-		c.body.left = 0
 	}
 	if !keep || c.br.Buffered() == 0 {
 		// Flush unless the next request is already here: then its answer
@@ -553,13 +557,27 @@ func (c *conn) handOff() bool {
 }
 
 // bodyReader reads a request body of known length from the connection's
-// buffer.
+// buffer, until the handler returns: end takes the buffer back, and a read
+// after that (a transport's goroutine still sending the body) gets
+// errBodyEnded instead of touching the connection's buffer, which the next
+// request reads. The mutex makes end wait for a read in progress; it is
+// uncontended but for that race.
 type bodyReader struct {
-	br   *bufio.Reader
-	left int64
+	br    *bufio.Reader
+	mu    sync.Mutex
+	left  int64
+	ended bool
 }
 
+// errBodyEnded is what a request body read after its handler returned gets.
+var errBodyEnded = errors.New("h1server: request body read after its handler returned")
+
 func (b *bodyReader) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ended {
+		return 0, errBodyEnded
+	}
 	if b.left <= 0 {
 		return 0, io.EOF
 	}
@@ -572,6 +590,19 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return n, err
+}
+
+// end takes the connection's buffer back from the body when the handler
+// has returned, and says how much of the body is left unread. nil has
+// nothing left.
+func (b *bodyReader) end() int64 {
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ended = true
+	return b.left
 }
 
 func (b *bodyReader) Close() error { return nil }
