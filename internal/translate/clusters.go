@@ -30,14 +30,15 @@ const MetadataNamespace = "trellis"
 func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	var clusters []*clusterv3.Cluster
 	var loads []*endpointv3.ClusterLoadAssignment
-	add := func(name string, insts []api.Instance, lb *api.LoadBalancer) {
+	add := func(name string, insts []api.Instance, lb *api.LoadBalancer, od *api.OutlierDetection) {
 		c := edsCluster(name)
 		setLB(c, lb)
+		setOutlier(c, od)
 		clusters = append(clusters, c)
 		loads = append(loads, loadAssignment(name, insts))
 	}
 	for _, s := range m.services {
-		add(meshxds.ClusterName(s.name, ""), s.instances, s.lbFor(""))
+		add(meshxds.ClusterName(s.name, ""), s.instances, s.lbFor(""), s.outlierFor(""))
 		for _, v := range s.versions {
 			var insts []api.Instance
 			for _, inst := range s.instances {
@@ -45,7 +46,7 @@ func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.Cluster
 					insts = append(insts, inst)
 				}
 			}
-			add(meshxds.ClusterName(s.name, v), insts, s.lbFor(v))
+			add(meshxds.ClusterName(s.name, v), insts, s.lbFor(v), s.outlierFor(v))
 		}
 	}
 	return clusters, loads
@@ -146,5 +147,25 @@ func setLB(c *clusterv3.Cluster, lb *api.LoadBalancer) {
 			MaximumRingSize: wrapperspb.UInt64(api.MaxRingSize),
 			HashFunction:    clusterv3.Cluster_RingHashLbConfig_XX_HASH,
 		}}
+	}
+}
+
+// setOutlier sets the cluster's outlier_detection from a TrafficPolicy's
+// (nil: none), every field spelled out with its default filled in. Envoy
+// enforces consecutive gateway failures only when told
+// (enforcing_consecutive_gateway_failure defaults to 0), so it is set to
+// 100; enforcing_consecutive_5xx defaults to 100.
+func setOutlier(c *clusterv3.Cluster, od *api.OutlierDetection) {
+	if od == nil {
+		return
+	}
+	c5, cg, interval, base, percent := od.Values()
+	c.OutlierDetection = &clusterv3.OutlierDetection{
+		Consecutive_5Xx:                    wrapperspb.UInt32(uint32(c5)),
+		ConsecutiveGatewayFailure:          wrapperspb.UInt32(uint32(cg)),
+		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
+		Interval:                           durationpb.New(interval),
+		BaseEjectionTime:                   durationpb.New(base),
+		MaxEjectionPercent:                 wrapperspb.UInt32(uint32(percent)),
 	}
 }

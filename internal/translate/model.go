@@ -31,13 +31,28 @@ type service struct {
 // the cluster of every instance): the version's own policy, else the
 // service's, else nil (round robin).
 func (s *service) lbFor(version string) *api.LoadBalancer {
-	if p := s.versionPolicies[version]; version != "" && p != nil {
+	if p := s.policyFor(version); p != nil {
 		return p.Spec.LoadBalancer
 	}
-	if s.policy != nil {
-		return s.policy.Spec.LoadBalancer
+	return nil
+}
+
+// outlierFor is the outlier detection of the service's cluster for version,
+// from the same policy as lbFor (nil: none).
+func (s *service) outlierFor(version string) *api.OutlierDetection {
+	if p := s.policyFor(version); p != nil {
+		return p.Spec.OutlierDetection
 	}
 	return nil
+}
+
+// policyFor is the TrafficPolicy of the service's cluster for version: the
+// version's own, else the service's, else nil.
+func (s *service) policyFor(version string) *api.TrafficPolicy {
+	if p := s.versionPolicies[version]; version != "" && p != nil {
+		return p
+	}
+	return s.policy
 }
 
 func buildModel(in Input) *model {
