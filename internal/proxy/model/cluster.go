@@ -1,7 +1,10 @@
 package model
 
 import (
+	"time"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // ConvertCluster converts a Cluster. An EDS cluster comes back without
@@ -9,9 +12,10 @@ import (
 // and Build); a STATIC cluster gets the endpoints of its load_assignment.
 //
 // ROUND_ROBIN, LEAST_REQUEST, RANDOM and RING_HASH balancing are
-// supported (not MAGLEV, slow start or active request bias); circuit
-// breakers, outlier detection, health checks, TLS and upstream protocol
-// options are rejected until the proxy implements them.
+// supported (not MAGLEV, slow start or active request bias), and outlier
+// detection on consecutive 5xx and gateway failures; circuit breakers,
+// health checks, TLS and upstream protocol options are rejected until the
+// proxy implements them.
 func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if c == nil {
 		return nil, &ResourceError{Kind: KindCluster, Reason: "nil resource"}
@@ -26,7 +30,7 @@ func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if err := onlyFields("", c, "name", "alt_stat_name", "type", "eds_cluster_config", "connect_timeout",
 		"per_connection_buffer_limit_bytes", "lb_policy", "least_request_lb_config", "ring_hash_lb_config",
-		"load_assignment", "metadata",
+		"load_assignment", "metadata", "outlier_detection",
 		"wait_for_warm_on_init", "cleanup_interval", "dns_lookup_family", "track_cluster_stats"); err != nil {
 		return nil, err
 	}
@@ -38,6 +42,11 @@ func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		return nil, err
 	}
 	out := &Cluster{Name: c.GetName(), LB: lb, Endpoints: []Endpoint{}}
+	if od := c.GetOutlierDetection(); od != nil {
+		if out.Outlier, err = convertOutlier("outlier_detection", od); err != nil {
+			return nil, err
+		}
+	}
 	// An unset discovery type is STATIC, as in Envoy; GetType says so.
 	switch t := c.GetType(); t {
 	case clusterv3.Cluster_EDS:
@@ -165,4 +174,82 @@ func convertLB(c *clusterv3.Cluster) (LBPolicy, error) {
 	default:
 		return LBPolicy{}, errAt("lb_policy", "unsupported lb_policy %s (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH)", p)
 	}
+}
+
+// Outlier detection defaults (Envoy's).
+const (
+	DefaultConsecutive5xx     = 5
+	DefaultConsecutiveGateway = 5
+	DefaultOutlierInterval    = 10 * time.Second
+	DefaultBaseEjection       = 30 * time.Second
+	DefaultMaxEjection        = 300 * time.Second
+	DefaultMaxEjectionPercent = 10
+)
+
+// convertOutlier converts outlier_detection: consecutive 5xx and gateway
+// failures with Envoy's defaults and enforcing either 0 or 100 (Envoy's
+// defaults: 100 for 5xx, 0 for gateway failures). Success rate, failure
+// percentage, local-origin splitting, max_ejection_time and jitter are
+// NACKed by name.
+func convertOutlier(at string, od *clusterv3.OutlierDetection) (*OutlierPolicy, error) {
+	if err := onlyFields(at, od, "consecutive_5xx", "consecutive_gateway_failure", "interval", "base_ejection_time",
+		"max_ejection_percent", "enforcing_consecutive_5xx", "enforcing_consecutive_gateway_failure"); err != nil {
+		return nil, err
+	}
+	out := &OutlierPolicy{
+		Consecutive5xx: DefaultConsecutive5xx, ConsecutiveGateway: DefaultConsecutiveGateway,
+		Interval: DefaultOutlierInterval, BaseEjection: DefaultBaseEjection, MaxEjection: DefaultMaxEjection,
+		MaxEjectionPercent: DefaultMaxEjectionPercent,
+	}
+	if v := od.GetConsecutive_5Xx(); v != nil {
+		out.Consecutive5xx = int(min(v.GetValue(), 1<<20))
+	}
+	if v := od.GetConsecutiveGatewayFailure(); v != nil {
+		out.ConsecutiveGateway = int(min(v.GetValue(), 1<<20))
+	}
+	enforcing := func(field string, v *wrapperspb.UInt32Value, def uint32) (bool, error) {
+		n := def
+		if v != nil {
+			n = v.GetValue()
+		}
+		if n != 0 && n != 100 {
+			return false, errAt(join(at, field), "%d is not supported (only 0 or 100)", n)
+		}
+		return n == 100, nil
+	}
+	on, err := enforcing("enforcing_consecutive_5xx", od.GetEnforcingConsecutive_5Xx(), 100)
+	if err != nil {
+		return nil, err
+	}
+	if !on {
+		out.Consecutive5xx = 0
+	}
+	if on, err = enforcing("enforcing_consecutive_gateway_failure", od.GetEnforcingConsecutiveGatewayFailure(), 0); err != nil {
+		return nil, err
+	}
+	if !on {
+		out.ConsecutiveGateway = 0
+	}
+	if d := od.GetInterval(); d != nil {
+		if out.Interval, err = duration(join(at, "interval"), d); err != nil {
+			return nil, err
+		}
+	}
+	if d := od.GetBaseEjectionTime(); d != nil {
+		if out.BaseEjection, err = duration(join(at, "base_ejection_time"), d); err != nil {
+			return nil, err
+		}
+		if out.BaseEjection == 0 {
+			return nil, errAt(join(at, "base_ejection_time"), "must be more than 0")
+		}
+	}
+	// Envoy: a base ejection time above max_ejection_time is the maximum.
+	out.MaxEjection = max(out.MaxEjection, out.BaseEjection)
+	if v := od.GetMaxEjectionPercent(); v != nil {
+		if v.GetValue() > 100 {
+			return nil, errAt(join(at, "max_ejection_percent"), "%d is out of range 0..100", v.GetValue())
+		}
+		out.MaxEjectionPercent = int(v.GetValue())
+	}
+	return out, nil
 }

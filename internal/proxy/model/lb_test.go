@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,5 +76,61 @@ func TestConvertHashPolicy(t *testing.T) {
 	}
 	if got := rt.VirtualHosts[0].Routes[2].HashPolicies; !reflect.DeepEqual(got, want) {
 		t.Fatalf("HashPolicies = %+v, want %+v", got, want)
+	}
+}
+
+func TestConvertOutlier(t *testing.T) {
+	defaults := model.OutlierPolicy{Consecutive5xx: 5, ConsecutiveGateway: 0, Interval: 10 * time.Second,
+		BaseEjection: 30 * time.Second, MaxEjection: 300 * time.Second, MaxEjectionPercent: 10}
+	tests := []struct {
+		name string
+		od   *clusterv3.OutlierDetection
+		want *model.OutlierPolicy
+		err  string
+	}{
+		{"none", nil, nil, ""},
+		{"empty: Envoy's defaults (gateway failures not enforced)", &clusterv3.OutlierDetection{}, &defaults, ""},
+		{"every field", &clusterv3.OutlierDetection{
+			Consecutive_5Xx: wrapperspb.UInt32(3), ConsecutiveGatewayFailure: wrapperspb.UInt32(2),
+			EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100), Interval: durationpb.New(5 * time.Second),
+			BaseEjectionTime: durationpb.New(time.Minute), MaxEjectionPercent: wrapperspb.UInt32(0),
+		}, &model.OutlierPolicy{Consecutive5xx: 3, ConsecutiveGateway: 2, Interval: 5 * time.Second,
+			BaseEjection: time.Minute, MaxEjection: 300 * time.Second, MaxEjectionPercent: 0}, ""},
+		{"5xx not enforced", &clusterv3.OutlierDetection{EnforcingConsecutive_5Xx: wrapperspb.UInt32(0)},
+			&model.OutlierPolicy{Interval: 10 * time.Second, BaseEjection: 30 * time.Second, MaxEjection: 300 * time.Second, MaxEjectionPercent: 10}, ""},
+		{"base above max ejection time", &clusterv3.OutlierDetection{BaseEjectionTime: durationpb.New(time.Hour)},
+			&model.OutlierPolicy{Consecutive5xx: 5, Interval: 10 * time.Second, BaseEjection: time.Hour, MaxEjection: time.Hour, MaxEjectionPercent: 10}, ""},
+		{"partial enforcing", &clusterv3.OutlierDetection{EnforcingConsecutive_5Xx: wrapperspb.UInt32(50)}, nil,
+			`cluster "reviews": outlier_detection.enforcing_consecutive_5xx: 50 is not supported (only 0 or 100)`},
+		{"percent", &clusterv3.OutlierDetection{MaxEjectionPercent: wrapperspb.UInt32(101)}, nil,
+			`outlier_detection.max_ejection_percent: 101 is out of range 0..100`},
+		{"zero base", &clusterv3.OutlierDetection{BaseEjectionTime: durationpb.New(0)}, nil,
+			`outlier_detection.base_ejection_time: must be more than 0`},
+		{"success rate", &clusterv3.OutlierDetection{SuccessRateMinimumHosts: wrapperspb.UInt32(3)}, nil,
+			`outlier_detection.success_rate_minimum_hosts: unsupported field`},
+		{"max ejection time", &clusterv3.OutlierDetection{MaxEjectionTime: durationpb.New(time.Minute)}, nil,
+			`outlier_detection.max_ejection_time: unsupported field`},
+		{"local origin", &clusterv3.OutlierDetection{SplitExternalLocalOriginErrors: true}, nil,
+			`outlier_detection.split_external_local_origin_errors: unsupported field`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := modeltest.Mesh().Clusters[0]
+			c.Name = "reviews"
+			c.OutlierDetection = tt.od
+			got, err := model.ConvertCluster(c)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.Outlier, tt.want) {
+				t.Fatalf("Outlier = %+v, want %+v", got.Outlier, tt.want)
+			}
+		})
 	}
 }

@@ -149,6 +149,28 @@ type Cluster struct {
 	Name      string     `json:"name"`
 	LB        LBPolicy   `json:"lb"`
 	Endpoints []Endpoint `json:"endpoints"`
+	// Outlier is the cluster's outlier detection (Envoy's
+	// outlier_detection); nil when it has none.
+	Outlier *OutlierPolicy `json:"outlier,omitempty"`
+}
+
+// OutlierPolicy ejects an endpoint after consecutive failures.
+type OutlierPolicy struct {
+	// Consecutive5xx and ConsecutiveGateway are the thresholds of
+	// consecutive 5xx answers and of consecutive gateway errors (502, 503,
+	// 504, connect failures); 0 means that detector does not eject.
+	Consecutive5xx     int `json:"consecutive5xx"`
+	ConsecutiveGateway int `json:"consecutiveGatewayFailure"`
+	// Interval is Envoy's analysis interval (informational here: the
+	// proxy ejects as soon as a threshold is reached).
+	Interval time.Duration `json:"interval"`
+	// BaseEjection is the first ejection's length; the n-th lasts n times
+	// as long, up to MaxEjection.
+	BaseEjection time.Duration `json:"baseEjectionTime"`
+	MaxEjection  time.Duration `json:"maxEjectionTime"`
+	// MaxEjectionPercent caps the share of the cluster's endpoints ejected
+	// at once (0..100).
+	MaxEjectionPercent int `json:"maxEjectionPercent"`
 }
 
 // LBPolicy is a cluster's balancer (Envoy's lb_policy and its config).

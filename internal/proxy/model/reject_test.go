@@ -301,8 +301,9 @@ func TestRejections(t *testing.T) {
 		}, `cluster "reviews|v1": round_robin_lb_config: unsupported field`},
 		{"circuit breakers", func(r *modeltest.Resources) { r.Clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{} },
 			`cluster "reviews|v1": circuit_breakers: unsupported field`},
-		{"outlier detection", func(r *modeltest.Resources) { r.Clusters[0].OutlierDetection = &clusterv3.OutlierDetection{} },
-			`cluster "reviews|v1": outlier_detection: unsupported field`},
+		{"outlier detection success rate", func(r *modeltest.Resources) {
+			r.Clusters[0].OutlierDetection = &clusterv3.OutlierDetection{EnforcingSuccessRate: wrapperspb.UInt32(100)}
+		}, `cluster "reviews|v1": outlier_detection.enforcing_success_rate: unsupported field`},
 		{"upstream TLS", func(r *modeltest.Resources) { r.Clusters[0].TransportSocket = &corev3.TransportSocket{Name: "tls"} },
 			`cluster "reviews|v1": transport_socket: unsupported field`},
 		{"EDS without config", func(r *modeltest.Resources) { r.Clusters[0].EdsClusterConfig = nil },
