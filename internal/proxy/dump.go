@@ -5,6 +5,7 @@ import (
 
 	"trellis.dev/trellis/internal/membership"
 	"trellis.dev/trellis/internal/proxy/model"
+	"trellis.dev/trellis/internal/proxy/outlier"
 )
 
 // configDump is what /config_dump shows.
@@ -22,6 +23,9 @@ type configDump struct {
 	// (sidecars with an app only).
 	Membership *membership.Status `json:"membership,omitempty"`
 	Snapshot   *model.Snapshot    `json:"snapshot"`
+	// Ejected lists the endpoints outlier detection ejected now, per
+	// cluster.
+	Ejected map[string][]outlier.Ejected `json:"ejected,omitempty"`
 }
 
 type xdsDump struct {
@@ -75,6 +79,7 @@ func (p *Proxy) configDump() configDump {
 			LastDropped:      st.LastDropped,
 		},
 		Snapshot: p.snapshot.Load(),
+		Ejected:  p.outliers.Ejected(),
 	}
 	if n := st.LastNACK; n != nil {
 		d.XDS.LastNACK = &nackDump{TypeURL: n.TypeURL, Version: n.Version, Nonce: n.Nonce, Error: n.Error, At: n.At}

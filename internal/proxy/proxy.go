@@ -29,6 +29,7 @@ import (
 	"trellis.dev/trellis/internal/proxy/forward"
 	"trellis.dev/trellis/internal/proxy/h1server"
 	"trellis.dev/trellis/internal/proxy/model"
+	"trellis.dev/trellis/internal/proxy/outlier"
 	"trellis.dev/trellis/internal/proxy/stats"
 	"trellis.dev/trellis/internal/proxy/tunnel"
 )
@@ -41,6 +42,7 @@ type Proxy struct {
 
 	snapshot atomic.Pointer[model.Snapshot] // nil until the first config
 	balancer *balancer.Set                  // state keyed by cluster name, outlives snapshots
+	outliers *outlier.Detector              // ejections keyed by cluster name and address, outlive snapshots
 	metrics  *stats.Metrics
 	toMesh   *forward.Forwarder // outbound and gateway: pools keyed by instance address
 	toApp    *forward.Forwarder // inbound
@@ -104,6 +106,8 @@ func New(cfg Config) (*Proxy, error) {
 		ready:    make(chan struct{}),
 	}
 	p.metrics = stats.New(func() bool { return p.xdsStatus().Connected })
+	p.outliers = outlier.New(nil)
+	p.outliers.OnEject = p.metrics.OutlierEjected
 	p.toMesh = forward.New(forward.Options{Logger: log, SetXForwarded: cfg.Role == meshxds.RoleGateway})
 	if cfg.hasInbound() {
 		p.toApp = forward.New(forward.Options{Logger: log, ResponseHeaders: http.Header{

@@ -11,6 +11,7 @@ import (
 	"trellis.dev/trellis/internal/proxy/forward"
 	"trellis.dev/trellis/internal/proxy/mesherr"
 	"trellis.dev/trellis/internal/proxy/model"
+	"trellis.dev/trellis/internal/proxy/outlier"
 	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/internal/proxy/tunnel"
 )
@@ -52,6 +53,11 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r = r.WithContext(ctx)
 		}
 		h.p.toMesh.Forward(&req.rec, r, &req.target)
+		if req.cluster.Outlier != nil && !req.connectFailed {
+			// After a failed connect the answer may come from a fallback
+			// instance: only the failed connects (ConnectFailed) count.
+			h.p.outliers.Report(req.cluster, req.target.Addr, outlier.Outcome{Status: req.rec.status()})
+		}
 	}
 	// Unrouted requests count with empty service and version.
 	var service, version string
@@ -72,6 +78,17 @@ type routedRequest struct {
 	target   forward.Target
 	cluster  *model.Cluster
 	inflight *balancer.Inflight // nil unless the cluster counts requests in flight
+	// outliers and connectFailed: the cluster's outlier detection (nil
+	// without) and whether a connect failed on the way.
+	outliers      *outlier.Detector
+	connectFailed bool
+}
+
+// ConnectFailed counts a failed connect against the instance at addr (the
+// target's Outcomes, set only for clusters with outlier detection).
+func (q *routedRequest) ConnectFailed(addr string) {
+	q.connectFailed = true
+	q.outliers.Report(q.cluster, addr, outlier.Outcome{ConnectFailed: true})
 }
 
 // Instances are the fallbacks of the chosen instance: up to maxFallbacks
@@ -101,7 +118,9 @@ func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
 		return mesherr.New(mesherr.NoRoute, "route %q for host %q has no destination", rt.Name, router.NormalizeHost(r.Host))
 	}
 	service, version := meshxds.SplitClusterName(name)
-	cluster := snap.Clusters[name]
+	// Ejected endpoints are not healthy in the view the balancer sees
+	// (the cluster itself when none is, or without outlier detection).
+	cluster := h.p.outliers.View(snap.Clusters[name])
 	if cluster == nil {
 		e := mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", mesherr.Dest(service, version))
 		e.Service, e.Version = service, version
@@ -116,6 +135,9 @@ func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
 	q.target = forward.Target{Addr: ep.Address, Service: service, Version: version, Fallbacks: q,
 		Timeout: requestTimeout(rt, r)}
 	q.cluster, q.inflight = cluster, inflight
+	if cluster.Outlier != nil {
+		q.outliers, q.target.Outcomes = h.p.outliers, q
+	}
 	return nil
 }
 

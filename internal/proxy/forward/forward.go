@@ -41,6 +41,21 @@ type Target struct {
 	// shorter grpc-timeout), for the upstream_timeout message. The limit
 	// itself is the request context's deadline, which the caller sets.
 	Timeout time.Duration
+	// Outcomes, when set, is told of every instance connecting to which
+	// failed, also when the request then went to a fallback (outlier
+	// detection counts it against that instance).
+	Outcomes Outcomes
+}
+
+// Outcomes hears of failed connects. It is an interface, not a func, for
+// the same reason as Fallbacks.
+type Outcomes interface{ ConnectFailed(addr string) }
+
+// connectFailedAt tells t's Outcomes, if any, that connecting to addr failed.
+func (t *Target) connectFailedAt(addr string) {
+	if t.Outcomes != nil {
+		t.Outcomes.ConnectFailed(addr)
+	}
 }
 
 // Fallbacks lists the instances to try after a failed connect. It is an

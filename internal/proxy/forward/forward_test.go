@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"trellis.dev/trellis/internal/meshxds"
@@ -111,6 +113,48 @@ func TestForwarder(t *testing.T) {
 				}
 				if got := h.Values("X-Trellis-Service"); len(got) != 1 || got[0] != "reviews" {
 					t.Fatalf("X-Trellis-Service %v, want [reviews]", got)
+				}
+			})
+		}
+	}
+}
+
+// connectLog records the failed connects a Target's Outcomes hears of.
+type connectLog struct {
+	mu    sync.Mutex
+	addrs []string
+}
+
+func (l *connectLog) ConnectFailed(addr string) {
+	l.mu.Lock()
+	l.addrs = append(l.addrs, addr)
+	l.mu.Unlock()
+}
+
+func TestOutcomesHearOfFailedConnects(t *testing.T) {
+	live := serve(t, echo)
+	dead1, dead2, dead3 := deadAddr(t), deadAddr(t), deadAddr(t)
+	tests := []struct {
+		name   string
+		target Target
+		want   []string
+	}{
+		{"live", Target{Addr: live}, nil},
+		{"dead then live", Target{Addr: dead1, Fallbacks: FallbackList{dead2, live}}, []string{dead1, dead2}},
+		{"all dead", Target{Addr: dead1, Fallbacks: FallbackList{dead2, dead3}}, []string{dead1, dead2, dead3}},
+	}
+	f := New(Options{})
+	for _, tt := range tests {
+		for proto, c := range clients(t) {
+			t.Run(tt.name+"/"+proto, func(t *testing.T) {
+				log := &connectLog{}
+				tgt := tt.target
+				tgt.Outcomes = log
+				post(t, c, proxyWith(t, f, &tgt), "hello")
+				log.mu.Lock()
+				defer log.mu.Unlock()
+				if !slices.Equal(log.addrs, tt.want) {
+					t.Fatalf("failed connects %v, want %v", log.addrs, tt.want)
 				}
 			})
 		}

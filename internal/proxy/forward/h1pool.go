@@ -72,6 +72,7 @@ func (p *h1Pool) get(ctx context.Context, t *Target) (*h1Conn, error) {
 		if !isConnectError(err) || ctx.Err() != nil {
 			return nil, err
 		}
+		t.connectFailedAt(addr)
 		if attempts == 1 && t.Fallbacks != nil {
 			fallbacks = t.Fallbacks.Instances()
 			if len(fallbacks) > p.maxFallbacks {

@@ -110,7 +110,7 @@ func (f *Forwarder) retryH1(w http.ResponseWriter, r *http.Request, t *Target, b
 			return nil, nil, appUnavailable(t, tried, addr)
 		}
 		f.log.Debug("instance could not reach its app, trying another", "addr", addr, "next", rest[0])
-		next := &Target{Addr: rest[0], Fallbacks: FallbackList(rest[1:]), Service: t.Service, Version: t.Version}
+		next := &Target{Addr: rest[0], Fallbacks: FallbackList(rest[1:]), Service: t.Service, Version: t.Version, Outcomes: t.Outcomes}
 		cur, rest = rest[0], rest[1:]
 		var err error
 		if c, res, err = f.exchange(w, r, next, body); err != nil || !isAppUnavailable(res) {

@@ -138,6 +138,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if !isConnectError(err) || req.Context().Err() != nil {
 				return nil, err
 			}
+			tgt.connectFailedAt(req.URL.Host)
 			var ok bool
 			if again, ok = body.again(); !ok {
 				return nil, connectFailed(err, tgt, connects, req.URL.Host)

@@ -39,6 +39,7 @@ type Metrics struct {
 	rejected      *prometheus.CounterVec
 	tunnels       *prometheus.CounterVec
 	tunnelBytes   *prometheus.CounterVec
+	ejections     *prometheus.CounterVec
 
 	cache sync.Map // seriesKey → *series
 }
@@ -78,6 +79,10 @@ func New(xdsConnected func() bool) *Metrics {
 		Name: "trellis_proxy_tunnel_bytes_total",
 		Help: "Bytes relayed by TCP tunnels, by destination (mesh, external) and direction (sent: client to upstream; received: upstream to client), counted when a tunnel ends.",
 	}, []string{"destination", "direction"})
+	m.ejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_outlier_ejections_total",
+		Help: "Endpoints ejected by outlier detection, by cluster.",
+	}, []string{"cluster"})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "trellis_proxy_xds_connected",
 		Help: "1 while the xDS stream to the control plane is up.",
@@ -87,7 +92,7 @@ func New(xdsConnected func() bool) *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, m.tunnels, m.tunnelBytes, connected)
+	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, m.tunnels, m.tunnelBytes, m.ejections, connected)
 	return m
 }
 
@@ -158,3 +163,7 @@ func (m *Metrics) ObserveTunnel(destination, protocol string, relayed bool, sent
 	}
 	m.tunnels.WithLabelValues(destination, protocol, mode).Inc()
 }
+
+// OutlierEjected counts one endpoint of cluster ejected by outlier
+// detection.
+func (m *Metrics) OutlierEjected(cluster string) { m.ejections.WithLabelValues(cluster).Inc() }
