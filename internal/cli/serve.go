@@ -214,6 +214,7 @@ func newSampleCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "sample", Short: "Sample apps for demos and tests"}
 	var port int
 	var service, version string
+	var failStatus int
 	echo := &cobra.Command{
 		Use:   "echo --port P",
 		Short: "An HTTP/1.1, h2c and gRPC echo backend; /call?to=SERVICE calls through the sidecar",
@@ -224,17 +225,22 @@ func newSampleCmd() *cobra.Command {
 			if port == 0 {
 				port, _ = strconv.Atoi(os.Getenv("PORT"))
 			}
+			if failStatus != 0 && (failStatus < 500 || failStatus > 599) {
+				return fmt.Errorf("--fail-status %d: want 500-599", failStatus)
+			}
 			lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "sample echo listening on %s\n", lis.Addr())
-			return sample.ServeEcho(ctx, lis, sample.EchoConfig{Service: service, Version: version, Logger: logger(cmd)})
+			return sample.ServeEcho(ctx, lis, sample.EchoConfig{Service: service, Version: version, Logger: logger(cmd),
+				FailStatus: failStatus})
 		},
 	}
 	echo.Flags().IntVar(&port, "port", 0, "port on 127.0.0.1 (default $PORT)")
 	echo.Flags().StringVar(&service, "service", "", "service name to report (default $TRELLIS_SERVICE)")
 	echo.Flags().StringVar(&version, "version", "", "version to report (default $TRELLIS_VERSION)")
+	echo.Flags().IntVar(&failStatus, "fail-status", 0, "answer every HTTP echo request without ?status with this status (500-599): a failing instance")
 
 	var gc sample.GRPCCallConfig
 	grpcCall := &cobra.Command{

@@ -64,6 +64,9 @@ func (h *echoHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	status := http.StatusOK
+	if h.cfg.FailStatus != 0 {
+		status = h.cfg.FailStatus
+	}
 	if s := q.Get("status"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 200 || n > 599 {

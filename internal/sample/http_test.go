@@ -97,6 +97,17 @@ func TestEchoEnvDefaults(t *testing.T) {
 	}
 }
 
+func TestEchoFailStatus(t *testing.T) {
+	h := NewEchoHandler(EchoConfig{Service: "reviews", Logger: discard, FailStatus: 500})
+	for target, want := range map[string]int{"/": 500, "/x?status=503": 503, "/?status=200": 200} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != want || !strings.Contains(rec.Body.String(), `"service": "reviews"`) {
+			t.Errorf("%s: %d %s, want %d and the echo", target, rec.Code, rec.Body, want)
+		}
+	}
+}
+
 func TestCallFailureIs502(t *testing.T) {
 	t.Parallel()
 	// A closed port on loopback: loopback never goes through a proxy, so

@@ -27,6 +27,10 @@ type EchoConfig struct {
 	Addr string
 	// Logger receives request and lifecycle logs; nil means slog.Default().
 	Logger *slog.Logger
+	// FailStatus, when set (500-599), is the status of every HTTP echo
+	// answer without ?status: an instance that always fails, for outlier
+	// detection demos and tests.
+	FailStatus int
 }
 
 const (
