@@ -194,10 +194,18 @@ var runReady = regexp.MustCompile(`trellis run ready: service=\S+ version=\S+ in
 // startPod runs `trellis run -- trellis sample echo` for service/version.
 func startPod(t *testing.T, control, service, version string) *pod {
 	t.Helper()
+	return startPodWith(t, control, service, version)
+}
+
+// startPodWith is startPod with more arguments for the sample echo app
+// (like --fail-status 500).
+func startPodWith(t *testing.T, control, service, version string, appArgs ...string) *pod {
+	t.Helper()
 	port := freePort(t)
 	ps := strconv.Itoa(port)
-	p := start(t, service+"-"+version, "run", "--service", service, "--version", version, "--port", ps,
-		"--control", control, "--", binary, "sample", "echo", "--port", ps)
+	args := []string{"run", "--service", service, "--version", version, "--port", ps,
+		"--control", control, "--", binary, "sample", "echo", "--port", ps}
+	p := start(t, service+"-"+version, append(args, appArgs...)...)
 	m := p.waitLine(runReady, 30*time.Second)
 	pd := &pod{proc: p, service: service, version: version, inbound: m[1], outbound: m[2], admin: m[3], appPort: port}
 	// The app starts after the sidecar is ready; wait until it says it
