@@ -36,6 +36,8 @@ func TestTrafficPolicyValid(t *testing.T) {
 		"outlier only":      "  service: reviews\n  outlierDetection: {}\n",
 		"outlier all":       "  service: reviews\n  loadBalancer: {random: {}}\n  outlierDetection: {consecutive5xx: 3, consecutiveGatewayErrors: 2, interval: 5s, baseEjectionTime: 1m, maxEjectionPercent: 0}\n",
 		"outlier 100%":      "  service: reviews\n  outlierDetection: {maxEjectionPercent: 100}\n",
+		"pool only":         "  service: reviews\n  connectionPool: {maxRequests: 1}\n",
+		"pool maximum":      "  service: reviews\n  version: v2\n  loadBalancer: {random: {}}\n  connectionPool: {maxRequests: 1000000}\n",
 	} {
 		if _, err := Decode([]byte(policy(spec))); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -47,7 +49,11 @@ func TestTrafficPolicyErrors(t *testing.T) {
 	tests := []struct{ name, spec, want string }{
 		{"no service", "  loadBalancer: {random: {}}\n", "spec.service: required"},
 		{"bad version", "  service: reviews\n  version: \"v 1\"\n  loadBalancer: {random: {}}\n", `spec.version: "v 1" must be`},
-		{"no policy", "  service: reviews\n", "spec: set loadBalancer, outlierDetection or both"},
+		{"no policy", "  service: reviews\n", "spec: set at least one of loadBalancer, outlierDetection, connectionPool"},
+		{"cp empty", "  service: reviews\n  connectionPool: {}\n", "spec.connectionPool: set maxRequests"},
+		{"cp zero", "  service: reviews\n  connectionPool: {maxRequests: 0}\n", "spec.connectionPool.maxRequests: 0 is out of range 1..1000000"},
+		{"cp high", "  service: reviews\n  connectionPool: {maxRequests: 1000001}\n", "spec.connectionPool.maxRequests: 1000001 is out of range 1..1000000"},
+		{"cp unknown", "  service: reviews\n  connectionPool: {maxRequests: 1, maxConnections: 5}\n", "spec.connectionPool.maxConnections: unknown field (known: maxRequests)"},
 		{"od 5xx zero", "  service: reviews\n  outlierDetection: {consecutive5xx: 0}\n", "spec.outlierDetection.consecutive5xx: 0 is out of range 1..1000"},
 		{"od gateway high", "  service: reviews\n  outlierDetection: {consecutiveGatewayErrors: 1001}\n", "spec.outlierDetection.consecutiveGatewayErrors: 1001 is out of range 1..1000"},
 		{"od bad interval", "  service: reviews\n  outlierDetection: {interval: often}\n", `spec.outlierDetection.interval: "often" is not a duration`},
@@ -69,7 +75,7 @@ func TestTrafficPolicyErrors(t *testing.T) {
 		{"cookie ttl negative", "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: s, ttl: -1h}}}\n", "cookie.ttl: -1h must be whole seconds, more than 0"},
 		{"ring small", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 63}}\n", "spec.loadBalancer.consistentHash.minimumRingSize: 63 is out of range 64..65536"},
 		{"ring big", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 65537}}\n", "minimumRingSize: 65537 is out of range"},
-		{"unknown field", "  service: reviews\n  connectionPool: {}\n  loadBalancer: {random: {}}\n", "spec.connectionPool: unknown field (known: loadBalancer, outlierDetection, service, version)"},
+		{"unknown field", "  service: reviews\n  healthCheck: {}\n  loadBalancer: {random: {}}\n", "spec.healthCheck: unknown field (known: connectionPool, loadBalancer, outlierDetection, service, version)"},
 		{"unknown lb", "  service: reviews\n  loadBalancer: {maglev: {}}\n", "spec.loadBalancer.maglev: unknown field (known: consistentHash, leastRequest, random, roundRobin)"},
 		{"random with field", "  service: reviews\n  loadBalancer: {random: {seed: 1}}\n", "spec.loadBalancer.random.seed: unknown field (known: )"},
 		{"wrong type", "  service: reviews\n  loadBalancer: {consistentHash: {sourceIP: \"yes\"}}\n", "spec.loadBalancer.consistentHash.sourceIP: must be true or false"},

@@ -97,9 +97,9 @@ type TrafficPolicy struct {
 	Spec       TrafficPolicySpec `json:"spec"`
 }
 
-// TrafficPolicySpec is what a TrafficPolicy says. Fields for connection
-// limits and health checks come later; until then strict decoding rejects
-// them as unknown.
+// TrafficPolicySpec is what a TrafficPolicy says. Fields for health checks
+// and the other connection limits come later; until then strict decoding
+// rejects them as unknown.
 type TrafficPolicySpec struct {
 	// Service is the mesh service the policy applies to.
 	Service string `json:"service"`
@@ -109,6 +109,17 @@ type TrafficPolicySpec struct {
 	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty"`
 	// OutlierDetection ejects an instance that keeps failing for a while.
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	// ConnectionPool limits the traffic to the cluster (a circuit breaker).
+	ConnectionPool *ConnectionPool `json:"connectionPool,omitempty"`
+}
+
+// ConnectionPool limits what each proxy sends to a cluster at once; a
+// request over a limit is answered 503 overloaded at once. Unset fields
+// are unlimited.
+type ConnectionPool struct {
+	// MaxRequests, 1..1,000,000, caps the requests in flight to the
+	// cluster on each proxy.
+	MaxRequests *int `json:"maxRequests,omitempty"`
 }
 
 // OutlierDetection ejects an instance whose exchanges keep failing

@@ -290,8 +290,8 @@ func validateTrafficPolicy(p *TrafficPolicy) error {
 	if s.Version != "" && (!versionLabel.MatchString(s.Version) || len(s.Version) > 63) {
 		return fmt.Errorf("spec.version: %q must be letters, digits, '-', '_' and '.', at most 63 characters", s.Version)
 	}
-	if s.LoadBalancer == nil && s.OutlierDetection == nil {
-		return errors.New("spec: set loadBalancer, outlierDetection or both")
+	if s.LoadBalancer == nil && s.OutlierDetection == nil && s.ConnectionPool == nil {
+		return errors.New("spec: set at least one of loadBalancer, outlierDetection, connectionPool")
 	}
 	if s.LoadBalancer != nil {
 		if err := validateLoadBalancer("spec.loadBalancer", s.LoadBalancer); err != nil {
@@ -299,7 +299,25 @@ func validateTrafficPolicy(p *TrafficPolicy) error {
 		}
 	}
 	if s.OutlierDetection != nil {
-		return validateOutlierDetection("spec.outlierDetection", s.OutlierDetection)
+		if err := validateOutlierDetection("spec.outlierDetection", s.OutlierDetection); err != nil {
+			return err
+		}
+	}
+	if s.ConnectionPool != nil {
+		return validateConnectionPool("spec.connectionPool", s.ConnectionPool)
+	}
+	return nil
+}
+
+// MaxMaxRequests bounds connectionPool.maxRequests.
+const MaxMaxRequests = 1_000_000
+
+func validateConnectionPool(p string, cp *ConnectionPool) error {
+	if cp.MaxRequests == nil {
+		return fmt.Errorf("%s: set maxRequests (the only limit so far)", p)
+	}
+	if n := *cp.MaxRequests; n < 1 || n > MaxMaxRequests {
+		return fmt.Errorf("%s.maxRequests: %d is out of range 1..%d", p, n, MaxMaxRequests)
 	}
 	return nil
 }
