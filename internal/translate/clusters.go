@@ -30,15 +30,16 @@ const MetadataNamespace = "trellis"
 func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	var clusters []*clusterv3.Cluster
 	var loads []*endpointv3.ClusterLoadAssignment
-	add := func(name string, insts []api.Instance, lb *api.LoadBalancer, od *api.OutlierDetection) {
+	add := func(name string, insts []api.Instance, lb *api.LoadBalancer, od *api.OutlierDetection, cp *api.ConnectionPool) {
 		c := edsCluster(name)
 		setLB(c, lb)
 		setOutlier(c, od)
+		setCircuitBreakers(c, cp)
 		clusters = append(clusters, c)
 		loads = append(loads, loadAssignment(name, insts))
 	}
 	for _, s := range m.services {
-		add(meshxds.ClusterName(s.name, ""), s.instances, s.lbFor(""), s.outlierFor(""))
+		add(meshxds.ClusterName(s.name, ""), s.instances, s.lbFor(""), s.outlierFor(""), s.poolFor(""))
 		for _, v := range s.versions {
 			var insts []api.Instance
 			for _, inst := range s.instances {
@@ -46,7 +47,7 @@ func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.Cluster
 					insts = append(insts, inst)
 				}
 			}
-			add(meshxds.ClusterName(s.name, v), insts, s.lbFor(v), s.outlierFor(v))
+			add(meshxds.ClusterName(s.name, v), insts, s.lbFor(v), s.outlierFor(v), s.poolFor(v))
 		}
 	}
 	return clusters, loads
@@ -167,5 +168,21 @@ func setOutlier(c *clusterv3.Cluster, od *api.OutlierDetection) {
 		Interval:                           durationpb.New(interval),
 		BaseEjectionTime:                   durationpb.New(base),
 		MaxEjectionPercent:                 wrapperspb.UInt32(uint32(percent)),
+	}
+}
+
+// setCircuitBreakers sets the cluster's circuit_breakers from a
+// TrafficPolicy's connectionPool (nil: none, Envoy's defaults): one
+// DEFAULT priority threshold with max_requests. Envoy's other limits keep
+// their defaults.
+func setCircuitBreakers(c *clusterv3.Cluster, cp *api.ConnectionPool) {
+	if cp == nil || cp.MaxRequests == nil {
+		return
+	}
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{
+		Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority:    corev3.RoutingPriority_DEFAULT,
+			MaxRequests: wrapperspb.UInt32(uint32(*cp.MaxRequests)),
+		}},
 	}
 }

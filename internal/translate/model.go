@@ -46,6 +46,15 @@ func (s *service) outlierFor(version string) *api.OutlierDetection {
 	return nil
 }
 
+// poolFor is the connection pool (circuit breaker limits) of the service's
+// cluster for version, from the same policy as lbFor (nil: none).
+func (s *service) poolFor(version string) *api.ConnectionPool {
+	if p := s.policyFor(version); p != nil {
+		return p.Spec.ConnectionPool
+	}
+	return nil
+}
+
 // policyFor is the TrafficPolicy of the service's cluster for version: the
 // version's own, else the service's, else nil.
 func (s *service) policyFor(version string) *api.TrafficPolicy {
