@@ -4,6 +4,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -12,9 +13,9 @@ import (
 // and Build); a STATIC cluster gets the endpoints of its load_assignment.
 //
 // ROUND_ROBIN, LEAST_REQUEST, RANDOM and RING_HASH balancing are
-// supported (not MAGLEV, slow start or active request bias), and outlier
-// detection on consecutive 5xx and gateway failures; circuit breakers,
-// health checks, TLS and upstream protocol options are rejected until the
+// supported (not MAGLEV, slow start or active request bias), outlier
+// detection on consecutive 5xx and gateway failures, and a circuit
+// breaker's max_requests; the other circuit-breaker limits, health checks, TLS and upstream protocol options are rejected until the
 // proxy implements them.
 func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if c == nil {
@@ -30,7 +31,7 @@ func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if err := onlyFields("", c, "name", "alt_stat_name", "type", "eds_cluster_config", "connect_timeout",
 		"per_connection_buffer_limit_bytes", "lb_policy", "least_request_lb_config", "ring_hash_lb_config",
-		"load_assignment", "metadata", "outlier_detection",
+		"load_assignment", "metadata", "outlier_detection", "circuit_breakers",
 		"wait_for_warm_on_init", "cleanup_interval", "dns_lookup_family", "track_cluster_stats"); err != nil {
 		return nil, err
 	}
@@ -44,6 +45,11 @@ func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	out := &Cluster{Name: c.GetName(), LB: lb, Endpoints: []Endpoint{}}
 	if od := c.GetOutlierDetection(); od != nil {
 		if out.Outlier, err = convertOutlier("outlier_detection", od); err != nil {
+			return nil, err
+		}
+	}
+	if cb := c.GetCircuitBreakers(); cb != nil {
+		if out.MaxRequests, err = convertCircuitBreakers("circuit_breakers", cb); err != nil {
 			return nil, err
 		}
 	}
@@ -252,4 +258,37 @@ func convertOutlier(at string, od *clusterv3.OutlierDetection) (*OutlierPolicy, 
 		out.MaxEjectionPercent = int(v.GetValue())
 	}
 	return out, nil
+}
+
+// convertCircuitBreakers converts circuit_breakers: at most one threshold,
+// of priority DEFAULT, with max_requests (more than 0); its value, or 0
+// (unlimited) without one. Envoy's other limits (connections, pending
+// requests, retries, retry budget, per-host thresholds) are NACKed by name
+// until the proxy enforces them.
+func convertCircuitBreakers(at string, cb *clusterv3.CircuitBreakers) (int, error) {
+	if err := onlyFields(at, cb, "thresholds"); err != nil {
+		return 0, err
+	}
+	ts := cb.GetThresholds()
+	if len(ts) > 1 {
+		return 0, errAt(join(at, "thresholds"), "%d thresholds, only one (priority DEFAULT) is supported", len(ts))
+	}
+	if len(ts) == 0 {
+		return 0, nil
+	}
+	t, tat := ts[0], join(at, index("thresholds", 0))
+	if err := onlyFields(tat, t, "priority", "max_requests"); err != nil {
+		return 0, err
+	}
+	if p := t.GetPriority(); p != corev3.RoutingPriority_DEFAULT {
+		return 0, errAt(join(tat, "priority"), "unsupported priority %s (only DEFAULT)", p)
+	}
+	v := t.GetMaxRequests()
+	if v == nil {
+		return 0, nil
+	}
+	if v.GetValue() == 0 {
+		return 0, errAt(join(tat, "max_requests"), "must be more than 0")
+	}
+	return int(v.GetValue()), nil
 }

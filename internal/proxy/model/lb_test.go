@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -130,6 +131,60 @@ func TestConvertOutlier(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got.Outlier, tt.want) {
 				t.Fatalf("Outlier = %+v, want %+v", got.Outlier, tt.want)
+			}
+		})
+	}
+}
+
+func TestConvertCircuitBreakers(t *testing.T) {
+	type th = clusterv3.CircuitBreakers_Thresholds
+	cb := func(ts ...*th) *clusterv3.CircuitBreakers { return &clusterv3.CircuitBreakers{Thresholds: ts} }
+	tests := []struct {
+		name string
+		cb   *clusterv3.CircuitBreakers
+		want int
+		err  string
+	}{
+		{"none: unlimited", nil, 0, ""},
+		{"no thresholds: unlimited", cb(), 0, ""},
+		{"threshold without max_requests: unlimited", cb(&th{}), 0, ""},
+		{"max_requests", cb(&th{MaxRequests: wrapperspb.UInt32(2)}), 2, ""},
+		{"max_requests zero", cb(&th{MaxRequests: wrapperspb.UInt32(0)}), 0,
+			`cluster "reviews": circuit_breakers.thresholds[0].max_requests: must be more than 0`},
+		{"max_connections", cb(&th{MaxRequests: wrapperspb.UInt32(2), MaxConnections: wrapperspb.UInt32(5)}), 0,
+			`cluster "reviews": circuit_breakers.thresholds[0].max_connections: unsupported field`},
+		{"max_pending_requests", cb(&th{MaxPendingRequests: wrapperspb.UInt32(5)}), 0,
+			`circuit_breakers.thresholds[0].max_pending_requests: unsupported field`},
+		{"max_retries", cb(&th{MaxRetries: wrapperspb.UInt32(5)}), 0,
+			`circuit_breakers.thresholds[0].max_retries: unsupported field`},
+		{"retry_budget", cb(&th{RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{}}), 0,
+			`circuit_breakers.thresholds[0].retry_budget: unsupported field`},
+		{"track_remaining", cb(&th{TrackRemaining: true}), 0,
+			`circuit_breakers.thresholds[0].track_remaining: unsupported field`},
+		{"HIGH priority", cb(&th{Priority: corev3.RoutingPriority_HIGH, MaxRequests: wrapperspb.UInt32(2)}), 0,
+			`circuit_breakers.thresholds[0].priority: unsupported priority HIGH (only DEFAULT)`},
+		{"two thresholds", cb(&th{}, &th{Priority: corev3.RoutingPriority_HIGH}), 0,
+			`circuit_breakers.thresholds: 2 thresholds, only one (priority DEFAULT) is supported`},
+		{"per_host_thresholds", &clusterv3.CircuitBreakers{PerHostThresholds: []*th{{MaxConnections: wrapperspb.UInt32(1)}}}, 0,
+			`circuit_breakers.per_host_thresholds: unsupported field`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := modeltest.Mesh().Clusters[0]
+			c.Name = "reviews"
+			c.CircuitBreakers = tt.cb
+			got, err := model.ConvertCluster(c)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.MaxRequests != tt.want {
+				t.Fatalf("MaxRequests = %d, want %d", got.MaxRequests, tt.want)
 			}
 		})
 	}

@@ -152,6 +152,10 @@ type Cluster struct {
 	// Outlier is the cluster's outlier detection (Envoy's
 	// outlier_detection); nil when it has none.
 	Outlier *OutlierPolicy `json:"outlier,omitempty"`
+	// MaxRequests caps the requests in flight to the cluster on this proxy
+	// (Envoy's circuit_breakers DEFAULT threshold max_requests); 0 is
+	// unlimited.
+	MaxRequests int `json:"maxRequests,omitempty"`
 }
 
 // OutlierPolicy ejects an endpoint after consecutive failures.

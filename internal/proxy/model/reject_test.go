@@ -299,8 +299,9 @@ func TestRejections(t *testing.T) {
 		{"slow start", func(r *modeltest.Resources) {
 			r.Clusters[0].LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{}}
 		}, `cluster "reviews|v1": round_robin_lb_config: unsupported field`},
-		{"circuit breakers", func(r *modeltest.Resources) { r.Clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{} },
-			`cluster "reviews|v1": circuit_breakers: unsupported field`},
+		{"circuit breakers max connections", func(r *modeltest.Resources) {
+			r.Clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(1)}}}
+		}, `cluster "reviews|v1": circuit_breakers.thresholds[0].max_connections: unsupported field`},
 		{"outlier detection success rate", func(r *modeltest.Resources) {
 			r.Clusters[0].OutlierDetection = &clusterv3.OutlierDetection{EnforcingSuccessRate: wrapperspb.UInt32(100)}
 		}, `cluster "reviews|v1": outlier_detection.enforcing_success_rate: unsupported field`},
