@@ -26,6 +26,7 @@ import (
 	"trellis.dev/trellis/internal/meshxds"
 	"trellis.dev/trellis/internal/proxy/admin"
 	"trellis.dev/trellis/internal/proxy/balancer"
+	"trellis.dev/trellis/internal/proxy/breaker"
 	"trellis.dev/trellis/internal/proxy/forward"
 	"trellis.dev/trellis/internal/proxy/h1server"
 	"trellis.dev/trellis/internal/proxy/model"
@@ -43,6 +44,7 @@ type Proxy struct {
 	snapshot atomic.Pointer[model.Snapshot] // nil until the first config
 	balancer *balancer.Set                  // state keyed by cluster name, outlives snapshots
 	outliers *outlier.Detector              // ejections keyed by cluster name and address, outlive snapshots
+	breakers breaker.Set                    // requests in flight per cluster with max_requests, outlive snapshots
 	metrics  *stats.Metrics
 	toMesh   *forward.Forwarder // outbound and gateway: pools keyed by instance address
 	toApp    *forward.Forwarder // inbound

@@ -8,6 +8,7 @@ import (
 
 	"trellis.dev/trellis/internal/meshxds"
 	"trellis.dev/trellis/internal/proxy/balancer"
+	"trellis.dev/trellis/internal/proxy/breaker"
 	"trellis.dev/trellis/internal/proxy/forward"
 	"trellis.dev/trellis/internal/proxy/mesherr"
 	"trellis.dev/trellis/internal/proxy/model"
@@ -44,6 +45,7 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		mesherr.Write(&req.rec, r, err)
 	} else {
 		defer req.inflight.Done() // a least-request cluster's count; also when Forward aborts with a panic
+		defer req.breaker.Release()
 		if d := req.target.Timeout; d > 0 {
 			// The route's timeout (or a shorter grpc-timeout), from the
 			// request's arrival: forward answers 504 upstream_timeout
@@ -63,7 +65,7 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var service, version string
 	if err == nil {
 		service, version = req.target.Service, req.target.Version
-	} else if err.Code == mesherr.NoHealthyUpstream {
+	} else if err.Code == mesherr.NoHealthyUpstream || err.Code == mesherr.Overloaded {
 		service, version = err.Service, err.Version
 	}
 	h.p.metrics.ObserveRequest(h.direction, service, version, req.rec.status(), time.Since(start))
@@ -78,6 +80,7 @@ type routedRequest struct {
 	target   forward.Target
 	cluster  *model.Cluster
 	inflight *balancer.Inflight // nil unless the cluster counts requests in flight
+	breaker  *breaker.Counter   // nil unless the cluster has max_requests
 	// outliers and connectFailed: the cluster's outlier detection (nil
 	// without) and whether a connect failed on the way.
 	outliers      *outlier.Detector
@@ -132,6 +135,18 @@ func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
 		e.Service, e.Version = service, version
 		return e
 	}
+	// The circuit breaker: over the cluster's max_requests the request is
+	// answered at once, never queued.
+	cb, n, ok := h.p.breakers.Acquire(cluster.Name, cluster.MaxRequests)
+	if !ok {
+		inflight.Done()
+		h.p.metrics.CircuitBreakerOverflow(cluster.Name)
+		e := mesherr.New(mesherr.Overloaded, "%s: %d requests in flight, the limit (TrafficPolicy connectionPool.maxRequests)",
+			mesherr.Dest(service, version), n)
+		e.Service, e.Version = service, version
+		return e
+	}
+	q.breaker = cb
 	q.target = forward.Target{Addr: ep.Address, Service: service, Version: version, Fallbacks: q,
 		Timeout: requestTimeout(rt, r)}
 	q.cluster, q.inflight = cluster, inflight

@@ -191,7 +191,11 @@ func (d *Detector) View(c *model.Cluster) *model.Cluster {
 	if s.ejected.Load() == 0 {
 		return c
 	}
-	out := &model.Cluster{Name: c.Name, LB: c.LB, Outlier: c.Outlier, Endpoints: slices.Clone(c.Endpoints)}
+	// A copy of every field (MaxRequests and whatever comes), with its
+	// own endpoints.
+	cp := *c
+	out := &cp
+	out.Endpoints = slices.Clone(c.Endpoints)
 	healthy := 0
 	for i := range out.Endpoints {
 		ep := &out.Endpoints[i]

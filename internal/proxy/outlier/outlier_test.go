@@ -235,3 +235,20 @@ func TestViewCachedAndFollowsSnapshot(t *testing.T) {
 		t.Fatalf("View without ejections: %v allocs", allocs)
 	}
 }
+
+// The view with ejected endpoints keeps every other field of the cluster
+// (the circuit breaker's MaxRequests among them).
+func TestViewKeepsClusterFields(t *testing.T) {
+	d := New((&clock{t: time.Unix(1000, 0)}).now)
+	c := cluster(2, policy())
+	c.MaxRequests = 7
+	d.Report(c, "a:1", Outcome{ConnectFailed: true})
+	d.Report(c, "a:1", Outcome{ConnectFailed: true})
+	v := d.View(c)
+	if v == c || len(healthy(v)) != 1 {
+		t.Fatalf("want a view with one endpoint ejected, got healthy %v", healthy(v))
+	}
+	if v.MaxRequests != 7 || v.Name != c.Name || v.Outlier != c.Outlier || v.LB != c.LB {
+		t.Fatalf("view %+v lost fields of %+v", v, c)
+	}
+}

@@ -40,6 +40,7 @@ type Metrics struct {
 	tunnels       *prometheus.CounterVec
 	tunnelBytes   *prometheus.CounterVec
 	ejections     *prometheus.CounterVec
+	overflows     *prometheus.CounterVec
 
 	cache sync.Map // seriesKey → *series
 }
@@ -83,6 +84,10 @@ func New(xdsConnected func() bool) *Metrics {
 		Name: "trellis_proxy_outlier_ejections_total",
 		Help: "Endpoints ejected by outlier detection, by cluster.",
 	}, []string{"cluster"})
+	m.overflows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_circuit_breaker_overflows_total",
+		Help: "Requests answered 503 overloaded because their cluster had max_requests in flight (circuit breaker), by cluster.",
+	}, []string{"cluster"})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "trellis_proxy_xds_connected",
 		Help: "1 while the xDS stream to the control plane is up.",
@@ -92,7 +97,7 @@ func New(xdsConnected func() bool) *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, m.tunnels, m.tunnelBytes, m.ejections, connected)
+	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, m.tunnels, m.tunnelBytes, m.ejections, m.overflows, connected)
 	return m
 }
 
@@ -167,3 +172,7 @@ func (m *Metrics) ObserveTunnel(destination, protocol string, relayed bool, sent
 // OutlierEjected counts one endpoint of cluster ejected by outlier
 // detection.
 func (m *Metrics) OutlierEjected(cluster string) { m.ejections.WithLabelValues(cluster).Inc() }
+
+// CircuitBreakerOverflow counts one request to cluster refused by its
+// circuit breaker.
+func (m *Metrics) CircuitBreakerOverflow(cluster string) { m.overflows.WithLabelValues(cluster).Inc() }

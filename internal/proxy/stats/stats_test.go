@@ -96,6 +96,8 @@ func TestMetricNamesLint(t *testing.T) {
 	m.ObserveRequest(Gateway, "a", "b", 200, time.Millisecond)
 	m.ConnectionsRejected(Gateway, ReasonOverloaded).Inc()
 	m.TrackOpenConnections(Gateway, func() int64 { return 3 })
+	m.OutlierEjected("reviews|v1")
+	m.CircuitBreakerOverflow("reviews|v1")
 	mfs, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
