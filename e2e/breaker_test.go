@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/testutil"
+)
+
+// breakerPolicy lets each proxy have one request in flight to reviews.
+const breakerPolicy = `apiVersion: trellis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: reviews}
+spec:
+  service: reviews
+  connectionPool: {maxRequests: 1}
+`
+
+var overflowsMetric = regexp.MustCompile(`trellis_proxy_circuit_breaker_overflows_total\{cluster="reviews"\} (\d+)`)
+
+// A circuit breaker tripping at its limit: with maxRequests 1, while a slow
+// request (the sample app's ?sleep=2s) is in flight through the gateway,
+// another request to reviews is answered 503 overloaded at once; the slow
+// one still gets its 200, the gateway counts the overflow, and afterwards
+// requests pass again.
+func TestCircuitBreakerTrips(t *testing.T) {
+	t.Parallel()
+	cp := startControl(t, "")
+	apply(t, cp, breakerPolicy)
+	p := startPod(t, cp.xds, "reviews", "v1")
+	gw := startGateway(t, cp.xds)
+	testutil.Eventually(t, 20*time.Second, "gateway knows "+p.inbound, func() bool { return gatewayHasEndpoint(t, gw, p.inbound) })
+	inForce := regexp.MustCompile(`"maxRequests":\s*1\b`)
+	testutil.Eventually(t, 20*time.Second, "gateway has the circuit breaker", func() bool {
+		return inForce.MatchString(configDump(t, gw.admin))
+	})
+
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	t.Cleanup(c.CloseIdleConnections)
+	send := func(path string) (int, string, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(context.Background(), "GET", "http://"+gw.addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "reviews"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("x-trellis-error"), string(b)
+	}
+	if code, _, body := send("/fast"); code != 200 {
+		t.Fatalf("before: %d %q", code, body)
+	}
+
+	slow := make(chan int, 1)
+	start := time.Now()
+	go func() {
+		req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://"+gw.addr+"/slow?sleep=2s", nil)
+		req.Host = "reviews"
+		resp, err := c.Do(req)
+		if err != nil {
+			slow <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		slow <- resp.StatusCode
+	}()
+	// Until the slow request reaches the gateway, the second one may pass;
+	// once it is in flight, the second is refused.
+	var code int
+	var errCode, body string
+	for time.Since(start) < 1500*time.Millisecond {
+		if code, errCode, body = send("/fast"); code == 503 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code != 503 || errCode != "overloaded" {
+		t.Fatalf("second request while the slow one is in flight: %d %q %q, want 503 overloaded", code, errCode, body)
+	}
+	if took := time.Since(start); took > 1900*time.Millisecond {
+		t.Fatalf("the refusal came after %s: not at once", took)
+	}
+	if s := <-slow; s != 200 {
+		t.Fatalf("the slow request: %d, want 200", s)
+	}
+	m := overflowsMetric.FindStringSubmatch(getBody(t, "http://"+gw.admin+"/stats/prometheus"))
+	if m == nil {
+		t.Fatal("no trellis_proxy_circuit_breaker_overflows_total for reviews")
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 1 {
+		t.Fatalf("overflows %d, want at least 1", n)
+	}
+	testutil.Eventually(t, 5*time.Second, "requests pass again", func() bool {
+		code, _, _ := send("/fast")
+		return code == 200
+	})
+}
