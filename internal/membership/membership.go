@@ -22,7 +22,6 @@
 package membership
 
 import (
-	"net"
 	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -76,32 +75,15 @@ func announcementOf(n *corev3.Node, peerAddr string) Announcement {
 			Version: str(meshxds.MetaVersion),
 			Address: str(meshxds.MetaAddress),
 			Zone:    str(meshxds.MetaZone),
-			Port:    readPort(f[meshxds.MetaPort]),
+			Port:    -1,
 		},
 		Ready: f[meshxds.MetaReady].GetBoolValue(),
 	}
-	// A sidecar that does not know its own IP is reachable where it
-	// connected from.
-	if a.Instance.Address == "" && peerAddr != "" {
-		if host, _, err := net.SplitHostPort(peerAddr); err == nil {
-			a.Instance.Address = host
-		}
+	if p, ok := meshxds.ReadPort(f[meshxds.MetaPort]); ok {
+		a.Instance.Port = p
 	}
+	a.Instance.Address = meshxds.AddressOr(a.Instance.Address, peerAddr)
 	return a
-}
-
-func readPort(v *structpb.Value) int {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_NumberValue:
-		if p := k.NumberValue; p == float64(int(p)) && p >= 0 && p <= 65535 {
-			return int(p)
-		}
-	case *structpb.Value_StringValue:
-		if p, err := strconv.Atoi(k.StringValue); err == nil && p >= 0 && p <= 65535 {
-			return p
-		}
-	}
-	return -1
 }
 
 // joinServer is the service's handler type (grpc.ServiceDesc wants an

@@ -187,7 +187,7 @@ func (p *Proxy) bind() error {
 		// The requests inside CONNECT tunnels get the header limits too
 		// (the tunnel's net/http servers keep their own 1 MB backstop).
 		p.tunnels = tunnel.New(h1server.LimitHeaders(h, c.MaxHeaderBytes, c.MaxHeaders,
-			p.headerTooLarge(stats.Outbound)), p.log)
+			p.refused(stats.Outbound, http.StatusRequestHeaderFieldsTooLarge)), p.log)
 		h.tunnels = p.tunnels
 		wants = append(wants, want{stats.Outbound, "OutboundPort",
 			net.JoinHostPort("127.0.0.1", strconv.Itoa(c.OutboundPort)), h})
@@ -242,12 +242,6 @@ func (p *Proxy) newServer(name string, h http.Handler) *h1server.Server {
 		MaxHeaderBytes: p.cfg.MaxHeaderBytes, MaxHeaders: p.cfg.MaxHeaders,
 		HeaderTooLarge: p.refused(name, http.StatusRequestHeaderFieldsTooLarge),
 		BadRequest:     p.refused(name, http.StatusBadRequest)}
-}
-
-// headerTooLarge counts a 431 on a listener as a refused request of its
-// direction (no service or version: none was routed).
-func (p *Proxy) headerTooLarge(direction string) func() {
-	return p.refused(direction, http.StatusRequestHeaderFieldsTooLarge)
 }
 
 // refused counts a request a listener refused before routing (431, 400) as

@@ -3,10 +3,7 @@ package xdsserver
 import (
 	"cmp"
 	"maps"
-	"math"
-	"net"
 	"slices"
-	"strconv"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -183,34 +180,14 @@ func readMeta(md *structpb.Struct, peerAddr string) meta {
 		zone:    str(meshxds.MetaZone),
 		port:    readPort(md.GetFields()[meshxds.MetaPort]),
 	}
-	// A sidecar that does not know its own IP is reachable where it
-	// connected from.
-	if m.address == "" && peerAddr != "" {
-		if host, _, err := net.SplitHostPort(peerAddr); err == nil {
-			m.address = host
-		}
-	}
+	m.address = meshxds.AddressOr(m.address, peerAddr)
 	return m
 }
 
-// readPort accepts the port as a number or a string (bootstrap files and
-// flag-built metadata disagree); anything else is 0.
+// readPort is the announced port, 0 when there is none or it is not one.
 func readPort(v *structpb.Value) int {
-	var p float64
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_NumberValue:
-		p = k.NumberValue
-	case *structpb.Value_StringValue:
-		n, err := strconv.Atoi(k.StringValue)
-		if err != nil {
-			return 0
-		}
-		p = float64(n)
-	default:
-		return 0
+	if p, ok := meshxds.ReadPort(v); ok {
+		return p
 	}
-	if p < 1 || p > math.MaxUint16 || p != math.Trunc(p) {
-		return 0
-	}
-	return int(p)
+	return 0
 }
