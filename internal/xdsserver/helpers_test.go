@@ -2,6 +2,7 @@ package xdsserver
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -110,6 +111,9 @@ func newSotwClient(t testing.TB, conn *grpc.ClientConn, n *core.Node, onVersion 
 			req.Node = n // only the first request carries the node, as Envoy does
 		}
 		if err := stream.Send(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				break // the server ended the stream (refused it): loop's Recv has why
+			}
 			t.Fatal(err)
 		}
 	}
@@ -214,6 +218,9 @@ func newDeltaClient(t testing.TB, conn *grpc.ClientConn, n *core.Node) *deltaCli
 			req.Node = n
 		}
 		if err := stream.Send(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				break // the server ended the stream (refused it): loop's Recv has why
+			}
 			t.Fatal(err)
 		}
 	}
