@@ -85,7 +85,7 @@ func (h *routeHandler) pickInstance(host string) (string, error) {
 		}
 	}
 	service, version := meshxds.SplitClusterName(name)
-	cluster := h.p.outliers.View(snap.Clusters[name]) // not an ejected instance either
+	cluster := h.p.clusterView(snap.Clusters[name]) // not an ejected instance either
 	if cluster == nil {
 		return "", mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", mesherr.Dest(service, version))
 	}

@@ -123,7 +123,7 @@ func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
 	service, version := meshxds.SplitClusterName(name)
 	// Ejected endpoints are not healthy in the view the balancer sees
 	// (the cluster itself when none is, or without outlier detection).
-	cluster := h.p.outliers.View(snap.Clusters[name])
+	cluster := h.p.clusterView(snap.Clusters[name])
 	if cluster == nil {
 		e := mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", mesherr.Dest(service, version))
 		e.Service, e.Version = service, version
