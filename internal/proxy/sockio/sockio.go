@@ -16,6 +16,10 @@
 // read or write never blocks: EAGAIN hands the wait to the netpoller
 // through syscall.RawConn, deadlines and Close included, exactly as
 // net.Conn does.
+//
+// The race detector does not see a raw system call's memory accesses, so
+// under -race (sockio_race.go) the reads and writes go through
+// syscall.Read and syscall.Write instead, which tell it about them.
 package sockio
 
 import (
@@ -98,10 +102,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 // read is the RawConn.Read callback: false means "not ready, wait".
 func (c *Conn) read(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		n, e := sysRead(fd, c.rbuf)
 		switch e {
 		case 0:
-			c.rn = int(n)
+			c.rn = n
 			return true
 		case syscall.EINTR:
 			continue
@@ -140,10 +144,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) write(fd uintptr) bool {
 	for c.wn < len(c.wbuf) {
 		rest := c.wbuf[c.wn:]
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		n, e := sysWrite(fd, rest)
 		switch e {
 		case 0:
-			c.wn += int(n)
+			c.wn += n
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false
