@@ -1,6 +1,7 @@
 package api
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,11 @@ func TestTrafficPolicyValid(t *testing.T) {
 		"outlier 100%":      "  service: reviews\n  outlierDetection: {maxEjectionPercent: 100}\n",
 		"pool only":         "  service: reviews\n  connectionPool: {maxRequests: 1}\n",
 		"pool maximum":      "  service: reviews\n  version: v2\n  loadBalancer: {random: {}}\n  connectionPool: {maxRequests: 1000000}\n",
+		"health http only":  "  service: reviews\n  healthCheck: {http: {path: /healthz}}\n",
+		"health http all":   "  service: reviews\n  healthCheck: {http: {path: \"/health?full=1\", expectedStatuses: [200, 204, 429]}, interval: 5s, timeout: 500ms, unhealthyThreshold: 1, healthyThreshold: 1000}\n",
+		"health grpc":       "  service: reviews\n  version: v2\n  healthCheck: {grpc: {}}\n",
+		"health grpc named": "  service: reviews\n  healthCheck: {grpc: {service: trellis.sample.Echo}, interval: 100ms, timeout: 99ms}\n",
+		"health tcp":        "  service: reviews\n  loadBalancer: {random: {}}\n  healthCheck: {tcp: {}, interval: 1h, timeout: 59m}\n",
 	} {
 		if _, err := Decode([]byte(policy(spec))); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -49,7 +55,27 @@ func TestTrafficPolicyErrors(t *testing.T) {
 	tests := []struct{ name, spec, want string }{
 		{"no service", "  loadBalancer: {random: {}}\n", "spec.service: required"},
 		{"bad version", "  service: reviews\n  version: \"v 1\"\n  loadBalancer: {random: {}}\n", `spec.version: "v 1" must be`},
-		{"no policy", "  service: reviews\n", "spec: set at least one of loadBalancer, outlierDetection, connectionPool"},
+		{"no policy", "  service: reviews\n", "spec: set at least one of loadBalancer, outlierDetection, connectionPool, healthCheck"},
+		{"hc none", "  service: reviews\n  healthCheck: {}\n", "spec.healthCheck: set exactly one of http, grpc, tcp (got 0)"},
+		{"hc two", "  service: reviews\n  healthCheck: {tcp: {}, grpc: {}}\n", "spec.healthCheck: set exactly one of http, grpc, tcp (got 2)"},
+		{"hc no path", "  service: reviews\n  healthCheck: {http: {}}\n", "spec.healthCheck.http.path: required"},
+		{"hc relative path", "  service: reviews\n  healthCheck: {http: {path: healthz}}\n", `spec.healthCheck.http.path: "healthz" must start with /`},
+		{"hc path space", "  service: reviews\n  healthCheck: {http: {path: \"/a b\"}}\n", `spec.healthCheck.http.path: "/a b" must not contain spaces`},
+		{"hc status low", "  service: reviews\n  healthCheck: {http: {path: /, expectedStatuses: [200, 99]}}\n", "spec.healthCheck.http.expectedStatuses[1]: 99 is out of range 100..599"},
+		{"hc status high", "  service: reviews\n  healthCheck: {http: {path: /, expectedStatuses: [600]}}\n", "spec.healthCheck.http.expectedStatuses[0]: 600 is out of range 100..599"},
+		{"hc status type", "  service: reviews\n  healthCheck: {http: {path: /, expectedStatuses: 200}}\n", "spec.healthCheck.http.expectedStatuses: must be a list"},
+		{"hc grpc service", "  service: reviews\n  healthCheck: {grpc: {service: \"a b\"}}\n", `spec.healthCheck.grpc.service: "a b" must be letters`},
+		{"hc tcp field", "  service: reviews\n  healthCheck: {tcp: {send: ping}}\n", "spec.healthCheck.tcp.send: unknown field (known: )"},
+		{"hc unknown", "  service: reviews\n  healthCheck: {tcp: {}, noTrafficInterval: 1m}\n", "spec.healthCheck.noTrafficInterval: unknown field (known: grpc, healthyThreshold, http, interval, tcp, timeout, unhealthyThreshold)"},
+		{"hc bad interval", "  service: reviews\n  healthCheck: {tcp: {}, interval: often}\n", `spec.healthCheck.interval: "often" is not a duration`},
+		{"hc short interval", "  service: reviews\n  healthCheck: {tcp: {}, interval: 50ms}\n", "spec.healthCheck.interval: 50ms must be whole milliseconds, at least 100ms and at most 1h0m0s"},
+		{"hc long interval", "  service: reviews\n  healthCheck: {tcp: {}, interval: 2h}\n", "spec.healthCheck.interval: 2h must be whole milliseconds"},
+		{"hc zero timeout", "  service: reviews\n  healthCheck: {tcp: {}, timeout: 0s}\n", "spec.healthCheck.timeout: 0s must be whole milliseconds, at least 1ms"},
+		{"hc fraction timeout", "  service: reviews\n  healthCheck: {tcp: {}, timeout: 1500us}\n", "spec.healthCheck.timeout: 1500us must be whole milliseconds"},
+		{"hc timeout not less", "  service: reviews\n  healthCheck: {tcp: {}, interval: 2s, timeout: 2s}\n", "spec.healthCheck.timeout: 2s must be less than interval 2s"},
+		{"hc default timeout", "  service: reviews\n  healthCheck: {tcp: {}, interval: 500ms}\n", "spec.healthCheck.timeout: the default 1s must be less than interval 500ms: set a shorter timeout"},
+		{"hc unhealthy zero", "  service: reviews\n  healthCheck: {tcp: {}, unhealthyThreshold: 0}\n", "spec.healthCheck.unhealthyThreshold: 0 is out of range 1..1000"},
+		{"hc healthy high", "  service: reviews\n  healthCheck: {tcp: {}, healthyThreshold: 1001}\n", "spec.healthCheck.healthyThreshold: 1001 is out of range 1..1000"},
 		{"cp empty", "  service: reviews\n  connectionPool: {}\n", "spec.connectionPool: set maxRequests"},
 		{"cp zero", "  service: reviews\n  connectionPool: {maxRequests: 0}\n", "spec.connectionPool.maxRequests: 0 is out of range 1..1000000"},
 		{"cp high", "  service: reviews\n  connectionPool: {maxRequests: 1000001}\n", "spec.connectionPool.maxRequests: 1000001 is out of range 1..1000000"},
@@ -75,7 +101,7 @@ func TestTrafficPolicyErrors(t *testing.T) {
 		{"cookie ttl negative", "  service: reviews\n  loadBalancer: {consistentHash: {cookie: {name: s, ttl: -1h}}}\n", "cookie.ttl: -1h must be whole seconds, more than 0"},
 		{"ring small", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 63}}\n", "spec.loadBalancer.consistentHash.minimumRingSize: 63 is out of range 64..65536"},
 		{"ring big", "  service: reviews\n  loadBalancer: {consistentHash: {header: a, minimumRingSize: 65537}}\n", "minimumRingSize: 65537 is out of range"},
-		{"unknown field", "  service: reviews\n  healthCheck: {}\n  loadBalancer: {random: {}}\n", "spec.healthCheck: unknown field (known: connectionPool, loadBalancer, outlierDetection, service, version)"},
+		{"unknown field", "  service: reviews\n  slowStart: {}\n  loadBalancer: {random: {}}\n", "spec.slowStart: unknown field (known: connectionPool, healthCheck, loadBalancer, outlierDetection, service, version)"},
 		{"unknown lb", "  service: reviews\n  loadBalancer: {maglev: {}}\n", "spec.loadBalancer.maglev: unknown field (known: consistentHash, leastRequest, random, roundRobin)"},
 		{"random with field", "  service: reviews\n  loadBalancer: {random: {seed: 1}}\n", "spec.loadBalancer.random.seed: unknown field (known: )"},
 		{"wrong type", "  service: reviews\n  loadBalancer: {consistentHash: {sourceIP: \"yes\"}}\n", "spec.loadBalancer.consistentHash.sourceIP: must be true or false"},
@@ -104,6 +130,24 @@ func TestOutlierDetectionValues(t *testing.T) {
 	c5, cg, iv, be, mp := rs[0].(*TrafficPolicy).Spec.OutlierDetection.Values()
 	if c5 != 3 || cg != DefaultConsecutiveGatewayErrors || iv != DefaultOutlierInterval || be != time.Minute || mp != DefaultMaxEjectionPercent {
 		t.Fatalf("values %d %d %s %s %d", c5, cg, iv, be, mp)
+	}
+}
+
+func TestHealthCheckValues(t *testing.T) {
+	rs, err := Decode([]byte(policy("  service: reviews\n  healthCheck: {http: {path: /h, expectedStatuses: [204, 200, 204]}, interval: 2s, unhealthyThreshold: 5}\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := rs[0].(*TrafficPolicy).Spec.HealthCheck
+	iv, to, un, he := hc.Values()
+	if iv != 2*time.Second || to != DefaultHealthTimeout || un != 5 || he != DefaultHealthyThreshold {
+		t.Fatalf("values %s %s %d %d", iv, to, un, he)
+	}
+	if got := hc.HTTP.Statuses(); !slices.Equal(got, []int{200, 204}) {
+		t.Fatalf("statuses %v, want [200 204]", got)
+	}
+	if got := (&HTTPHealthCheck{Path: "/"}).Statuses(); got != nil {
+		t.Fatalf("default statuses %v, want nil", got)
 	}
 }
 

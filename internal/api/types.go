@@ -86,8 +86,8 @@ type StringMatch struct {
 }
 
 // TrafficPolicy says how a service's traffic is spread over its
-// instances: the load balancer (later also connection limits, outlier
-// detection and health checks). Without Version it applies to every
+// instances: the load balancer, a connection limit, outlier detection and
+// active health checks. Without Version it applies to every
 // cluster of the service; with Version only to that version's cluster, and
 // there it wins over a policy without version.
 type TrafficPolicy struct {
@@ -97,9 +97,9 @@ type TrafficPolicy struct {
 	Spec       TrafficPolicySpec `json:"spec"`
 }
 
-// TrafficPolicySpec is what a TrafficPolicy says. Fields for health checks
-// and the other connection limits come later; until then strict decoding
-// rejects them as unknown.
+// TrafficPolicySpec is what a TrafficPolicy says. Fields for the other
+// connection limits come later; until then strict decoding rejects them as
+// unknown.
 type TrafficPolicySpec struct {
 	// Service is the mesh service the policy applies to.
 	Service string `json:"service"`
@@ -111,7 +111,52 @@ type TrafficPolicySpec struct {
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
 	// ConnectionPool limits the traffic to the cluster (a circuit breaker).
 	ConnectionPool *ConnectionPool `json:"connectionPool,omitempty"`
+	// HealthCheck probes every instance actively and takes the ones that
+	// keep failing out of the balancer.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
+
+// HealthCheck probes each instance of the cluster every Interval, from
+// every proxy that has the cluster, with exactly one of HTTP, GRPC and TCP.
+// An instance is marked unhealthy after UnhealthyThreshold failed probes in
+// a row, and healthy again after HealthyThreshold successful ones; a new
+// instance starts healthy. Unset fields take the defaults.
+type HealthCheck struct {
+	HTTP *HTTPHealthCheck `json:"http,omitempty"`
+	GRPC *GRPCHealthCheck `json:"grpc,omitempty"`
+	TCP  *TCPHealthCheck  `json:"tcp,omitempty"`
+	// Interval, a Go duration, is the time between two probes of an
+	// instance; default 10s, 100ms..1h.
+	Interval string `json:"interval,omitempty"`
+	// Timeout, a Go duration, bounds one probe; default 1s, less than
+	// Interval.
+	Timeout string `json:"timeout,omitempty"`
+	// UnhealthyThreshold, 1..1000, is how many failed probes in a row mark
+	// an instance unhealthy; default 3.
+	UnhealthyThreshold *int `json:"unhealthyThreshold,omitempty"`
+	// HealthyThreshold, 1..1000, is how many successful probes in a row
+	// mark an unhealthy instance healthy again; default 2.
+	HealthyThreshold *int `json:"healthyThreshold,omitempty"`
+}
+
+// HTTPHealthCheck is a GET of Path; an answer with a status in
+// ExpectedStatuses (default: any 2xx) is a success.
+type HTTPHealthCheck struct {
+	// Path, starting with "/", may carry a query.
+	Path string `json:"path"`
+	// ExpectedStatuses lists the statuses (100..599) that count as a
+	// success, replacing the default 200..299.
+	ExpectedStatuses []int `json:"expectedStatuses,omitempty"`
+}
+
+// GRPCHealthCheck calls grpc.health.v1.Health/Check for Service (empty:
+// the server as a whole); SERVING is a success.
+type GRPCHealthCheck struct {
+	Service string `json:"service,omitempty"`
+}
+
+// TCPHealthCheck connects; a connection accepted is a success.
+type TCPHealthCheck struct{}
 
 // ConnectionPool limits what each proxy sends to a cluster at once; a
 // request over a limit is answered 503 overloaded at once. Unset fields

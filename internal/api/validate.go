@@ -290,8 +290,8 @@ func validateTrafficPolicy(p *TrafficPolicy) error {
 	if s.Version != "" && (!versionLabel.MatchString(s.Version) || len(s.Version) > 63) {
 		return fmt.Errorf("spec.version: %q must be letters, digits, '-', '_' and '.', at most 63 characters", s.Version)
 	}
-	if s.LoadBalancer == nil && s.OutlierDetection == nil && s.ConnectionPool == nil {
-		return errors.New("spec: set at least one of loadBalancer, outlierDetection, connectionPool")
+	if s.LoadBalancer == nil && s.OutlierDetection == nil && s.ConnectionPool == nil && s.HealthCheck == nil {
+		return errors.New("spec: set at least one of loadBalancer, outlierDetection, connectionPool, healthCheck")
 	}
 	if s.LoadBalancer != nil {
 		if err := validateLoadBalancer("spec.loadBalancer", s.LoadBalancer); err != nil {
@@ -304,9 +304,126 @@ func validateTrafficPolicy(p *TrafficPolicy) error {
 		}
 	}
 	if s.ConnectionPool != nil {
-		return validateConnectionPool("spec.connectionPool", s.ConnectionPool)
+		if err := validateConnectionPool("spec.connectionPool", s.ConnectionPool); err != nil {
+			return err
+		}
+	}
+	if s.HealthCheck != nil {
+		return validateHealthCheck("spec.healthCheck", s.HealthCheck)
 	}
 	return nil
+}
+
+// Health check defaults and bounds.
+const (
+	DefaultHealthInterval     = 10 * time.Second
+	DefaultHealthTimeout      = time.Second
+	DefaultUnhealthyThreshold = 3
+	DefaultHealthyThreshold   = 2
+	MinHealthInterval         = 100 * time.Millisecond
+	MaxHealthInterval         = time.Hour
+	MaxHealthThreshold        = 1000
+	maxHealthPathLen          = 1024
+	maxHealthServiceLen       = 256
+)
+
+// grpcServiceName is what a gRPC health check's service may look like
+// ("", "grpc.health.v1.Health", "trellis.sample.Echo").
+var grpcServiceName = regexp.MustCompile(`^[A-Za-z0-9_.\-/]*$`)
+
+func validateHealthCheck(p string, hc *HealthCheck) error {
+	set := 0
+	for _, on := range []bool{hc.HTTP != nil, hc.GRPC != nil, hc.TCP != nil} {
+		if on {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("%s: set exactly one of http, grpc, tcp (got %d)", p, set)
+	}
+	if h := hc.HTTP; h != nil {
+		switch {
+		case h.Path == "":
+			return fmt.Errorf("%s.http.path: required", p)
+		case !strings.HasPrefix(h.Path, "/"):
+			return fmt.Errorf("%s.http.path: %q must start with /", p, h.Path)
+		case len(h.Path) > maxHealthPathLen:
+			return fmt.Errorf("%s.http.path: longer than %d characters", p, maxHealthPathLen)
+		case strings.ContainsFunc(h.Path, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' }):
+			return fmt.Errorf("%s.http.path: %q must not contain spaces, control characters or #", p, h.Path)
+		}
+		for i, st := range h.ExpectedStatuses {
+			if st < 100 || st > 599 {
+				return fmt.Errorf("%s.http.expectedStatuses[%d]: %d is out of range 100..599", p, i, st)
+			}
+		}
+	}
+	if g := hc.GRPC; g != nil && (len(g.Service) > maxHealthServiceLen || !grpcServiceName.MatchString(g.Service)) {
+		return fmt.Errorf("%s.grpc.service: %q must be letters, digits, '.', '_', '-' and '/', at most %d characters", p, g.Service, maxHealthServiceLen)
+	}
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{{"unhealthyThreshold", hc.UnhealthyThreshold}, {"healthyThreshold", hc.HealthyThreshold}} {
+		if f.v != nil && (*f.v < 1 || *f.v > MaxHealthThreshold) {
+			return fmt.Errorf("%s.%s: %d is out of range 1..%d", p, f.name, *f.v, MaxHealthThreshold)
+		}
+	}
+	parse := func(name, v string, least time.Duration) error {
+		if v == "" {
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%s.%s: %q is not a duration (like 1s or 10s)", p, name, v)
+		}
+		if d < least || d > MaxHealthInterval || d%time.Millisecond != 0 {
+			return fmt.Errorf("%s.%s: %s must be whole milliseconds, at least %s and at most %s", p, name, v, least, MaxHealthInterval)
+		}
+		return nil
+	}
+	if err := parse("interval", hc.Interval, MinHealthInterval); err != nil {
+		return err
+	}
+	if err := parse("timeout", hc.Timeout, time.Millisecond); err != nil {
+		return err
+	}
+	interval, timeout, _, _ := hc.Values()
+	if timeout >= interval {
+		if hc.Timeout == "" {
+			return fmt.Errorf("%s.timeout: the default %s must be less than interval %s: set a shorter timeout", p, timeout, interval)
+		}
+		return fmt.Errorf("%s.timeout: %s must be less than interval %s", p, timeout, interval)
+	}
+	return nil
+}
+
+// Values returns hc's timing and thresholds with the defaults filled in.
+func (hc *HealthCheck) Values() (interval, timeout time.Duration, unhealthy, healthy int) {
+	interval, timeout = DefaultHealthInterval, DefaultHealthTimeout
+	unhealthy, healthy = DefaultUnhealthyThreshold, DefaultHealthyThreshold
+	if d, err := time.ParseDuration(hc.Interval); err == nil && d > 0 {
+		interval = d
+	}
+	if d, err := time.ParseDuration(hc.Timeout); err == nil && d > 0 {
+		timeout = d
+	}
+	if hc.UnhealthyThreshold != nil {
+		unhealthy = *hc.UnhealthyThreshold
+	}
+	if hc.HealthyThreshold != nil {
+		healthy = *hc.HealthyThreshold
+	}
+	return
+}
+
+// Statuses returns the HTTP statuses a health check accepts, sorted
+// and without repeats; nil means the default, 200..299.
+func (h *HTTPHealthCheck) Statuses() []int {
+	if len(h.ExpectedStatuses) == 0 {
+		return nil
+	}
+	return slices.Compact(slices.Sorted(slices.Values(h.ExpectedStatuses)))
 }
 
 // MaxMaxRequests bounds connectionPool.maxRequests.
