@@ -1,10 +1,12 @@
 package model
 
 import (
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -14,9 +16,10 @@ import (
 //
 // ROUND_ROBIN, LEAST_REQUEST, RANDOM and RING_HASH balancing are
 // supported (not MAGLEV, slow start or active request bias), outlier
-// detection on consecutive 5xx and gateway failures, and a circuit
-// breaker's max_requests; the other circuit-breaker limits, health checks, TLS and upstream protocol options are rejected until the
-// proxy implements them.
+// detection on consecutive 5xx and gateway failures, a circuit breaker's
+// max_requests, and one active health check (HTTP, gRPC or TCP connect);
+// the other circuit-breaker limits, TLS and upstream protocol options are
+// rejected until the proxy implements them.
 func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if c == nil {
 		return nil, &ResourceError{Kind: KindCluster, Reason: "nil resource"}
@@ -31,7 +34,7 @@ func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if err := onlyFields("", c, "name", "alt_stat_name", "type", "eds_cluster_config", "connect_timeout",
 		"per_connection_buffer_limit_bytes", "lb_policy", "least_request_lb_config", "ring_hash_lb_config",
-		"load_assignment", "metadata", "outlier_detection", "circuit_breakers",
+		"load_assignment", "metadata", "outlier_detection", "circuit_breakers", "health_checks",
 		"wait_for_warm_on_init", "cleanup_interval", "dns_lookup_family", "track_cluster_stats"); err != nil {
 		return nil, err
 	}
@@ -50,6 +53,11 @@ func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	}
 	if cb := c.GetCircuitBreakers(); cb != nil {
 		if out.MaxRequests, err = convertCircuitBreakers("circuit_breakers", cb); err != nil {
+			return nil, err
+		}
+	}
+	if hcs := c.GetHealthChecks(); len(hcs) > 0 {
+		if out.HealthCheck, err = convertHealthChecks("health_checks", hcs); err != nil {
 			return nil, err
 		}
 	}
@@ -291,4 +299,171 @@ func convertCircuitBreakers(at string, cb *clusterv3.CircuitBreakers) (int, erro
 		return 0, errAt(join(tat, "max_requests"), "must be more than 0")
 	}
 	return int(v.GetValue()), nil
+}
+
+// HealthCheckPolicy probes every endpoint of a cluster actively (Envoy's
+// health_checks, of which the proxy supports one): an endpoint is marked
+// unhealthy after UnhealthyThreshold failed probes in a row and healthy
+// again after HealthyThreshold successful ones.
+type HealthCheckPolicy struct {
+	Kind HealthCheckKind `json:"kind"`
+	// Interval is the time from the end of one probe of an endpoint to the
+	// start of the next, plus a random jitter up to IntervalJitter and
+	// IntervalJitterPercent of Interval.
+	Interval              time.Duration `json:"interval"`
+	IntervalJitter        time.Duration `json:"intervalJitter,omitempty"`
+	IntervalJitterPercent int           `json:"intervalJitterPercent,omitempty"`
+	// Timeout bounds one probe; running out is a failure.
+	Timeout            time.Duration `json:"timeout"`
+	UnhealthyThreshold int           `json:"unhealthyThreshold"`
+	HealthyThreshold   int           `json:"healthyThreshold"`
+	// Host is the Host of an HTTP check and the :authority of a gRPC one
+	// (empty: the cluster's name, as in Envoy).
+	Host string `json:"host,omitempty"`
+	// Path is what an HTTP check GETs.
+	Path string `json:"path,omitempty"`
+	// ExpectedStatuses are the HTTP statuses that count as a success,
+	// half-open ranges (Envoy's default: 200 alone).
+	ExpectedStatuses []StatusRange `json:"expectedStatuses,omitempty"`
+	// GRPCService is the service a gRPC check asks about ("" the server).
+	GRPCService string `json:"grpcService,omitempty"`
+}
+
+// HealthCheckKind is what a health check probes with.
+type HealthCheckKind string
+
+// Kinds of health checks.
+const (
+	HealthCheckHTTP HealthCheckKind = "http" // GET path, a status in ExpectedStatuses
+	HealthCheckGRPC HealthCheckKind = "grpc" // grpc.health.v1.Health/Check answers SERVING
+	HealthCheckTCP  HealthCheckKind = "tcp"  // the connection is accepted
+)
+
+// StatusRange is the HTTP statuses from Start up to, not including, End.
+type StatusRange struct {
+	Start int `json:"start"`
+	End   int `json:"end"`
+}
+
+// Expects reports whether status counts as a success of p's HTTP check.
+func (p *HealthCheckPolicy) Expects(status int) bool {
+	for _, r := range p.ExpectedStatuses {
+		if status >= r.Start && status < r.End {
+			return true
+		}
+	}
+	return false
+}
+
+// MinHealthCheckInterval bounds a health check's interval from below, so
+// that no config makes the proxy probe in a tight loop.
+const MinHealthCheckInterval = 10 * time.Millisecond
+
+// convertHealthChecks converts health_checks: one check, with its timing
+// and thresholds (all four required, as in Envoy) and an HTTP check (path,
+// host, expected_statuses; HTTP/1.1 only), a gRPC check (service_name,
+// authority) or a TCP connect check (without send and receive payloads).
+// Everything else is NACKed by name: custom checkers, TLS options, alternate
+// ports, the no-traffic, unhealthy and edge intervals, initial jitter,
+// event logs, request headers, retriable statuses.
+func convertHealthChecks(at string, hcs []*corev3.HealthCheck) (*HealthCheckPolicy, error) {
+	if len(hcs) > 1 {
+		return nil, errAt(at, "%d health checks, only one is supported", len(hcs))
+	}
+	at = index(at, 0)
+	hc := hcs[0]
+	if err := onlyFields(at, hc, "timeout", "interval", "interval_jitter", "interval_jitter_percent",
+		"unhealthy_threshold", "healthy_threshold", "http_health_check", "grpc_health_check", "tcp_health_check"); err != nil {
+		return nil, err
+	}
+	out := &HealthCheckPolicy{}
+	var err error
+	if hc.GetTimeout() == nil {
+		return nil, errAt(join(at, "timeout"), "required")
+	}
+	if out.Timeout, err = duration(join(at, "timeout"), hc.GetTimeout()); err != nil {
+		return nil, err
+	}
+	if out.Timeout == 0 {
+		return nil, errAt(join(at, "timeout"), "must be more than 0")
+	}
+	if hc.GetInterval() == nil {
+		return nil, errAt(join(at, "interval"), "required")
+	}
+	if out.Interval, err = duration(join(at, "interval"), hc.GetInterval()); err != nil {
+		return nil, err
+	}
+	if out.Interval < MinHealthCheckInterval {
+		return nil, errAt(join(at, "interval"), "%s is less than %s", out.Interval, MinHealthCheckInterval)
+	}
+	if d := hc.GetIntervalJitter(); d != nil {
+		if out.IntervalJitter, err = duration(join(at, "interval_jitter"), d); err != nil {
+			return nil, err
+		}
+	}
+	if pct := hc.GetIntervalJitterPercent(); pct > 100 {
+		return nil, errAt(join(at, "interval_jitter_percent"), "%d is out of range 0..100", pct)
+	}
+	out.IntervalJitterPercent = int(hc.GetIntervalJitterPercent())
+	for _, f := range []struct {
+		name string
+		v    *wrapperspb.UInt32Value
+		to   *int
+	}{{"unhealthy_threshold", hc.GetUnhealthyThreshold(), &out.UnhealthyThreshold}, {"healthy_threshold", hc.GetHealthyThreshold(), &out.HealthyThreshold}} {
+		if f.v == nil {
+			return nil, errAt(join(at, f.name), "required")
+		}
+		// 0 acts as 1 in Envoy: the first probe decides.
+		*f.to = int(min(max(f.v.GetValue(), 1), 1<<20))
+	}
+	switch {
+	case hc.GetHttpHealthCheck() != nil:
+		h, hat := hc.GetHttpHealthCheck(), join(at, "http_health_check")
+		if err := onlyFields(hat, h, "host", "path", "expected_statuses"); err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(h.GetPath(), "/") {
+			return nil, errAt(join(hat, "path"), "%q must start with /", h.GetPath())
+		}
+		if strings.ContainsFunc(h.GetPath(), func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return nil, errAt(join(hat, "path"), "%q must not contain spaces or control characters", h.GetPath())
+		}
+		if strings.ContainsFunc(h.GetHost(), func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			return nil, errAt(join(hat, "host"), "%q must not contain spaces or control characters", h.GetHost())
+		}
+		out.Kind, out.Path, out.Host = HealthCheckHTTP, h.GetPath(), h.GetHost()
+		out.ExpectedStatuses = []StatusRange{{Start: 200, End: 201}}
+		if rs := h.GetExpectedStatuses(); len(rs) > 0 {
+			if out.ExpectedStatuses, err = statusRanges(join(hat, "expected_statuses"), rs); err != nil {
+				return nil, err
+			}
+		}
+	case hc.GetGrpcHealthCheck() != nil:
+		g, gat := hc.GetGrpcHealthCheck(), join(at, "grpc_health_check")
+		if err := onlyFields(gat, g, "service_name", "authority"); err != nil {
+			return nil, err
+		}
+		out.Kind, out.GRPCService, out.Host = HealthCheckGRPC, g.GetServiceName(), g.GetAuthority()
+	case hc.GetTcpHealthCheck() != nil:
+		if err := onlyFields(join(at, "tcp_health_check"), hc.GetTcpHealthCheck()); err != nil {
+			return nil, err
+		}
+		out.Kind = HealthCheckTCP
+	default:
+		return nil, errAt(at, "set one of http_health_check, grpc_health_check, tcp_health_check")
+	}
+	return out, nil
+}
+
+// statusRanges converts expected_statuses: half-open ranges within
+// [100, 600), as Envoy requires.
+func statusRanges(at string, rs []*typev3.Int64Range) ([]StatusRange, error) {
+	out := make([]StatusRange, 0, len(rs))
+	for i, r := range rs {
+		if r.GetStart() < 100 || r.GetEnd() > 600 || r.GetStart() >= r.GetEnd() {
+			return nil, errAt(index(at, i), "[%d, %d) is not a range of statuses within [100, 600)", r.GetStart(), r.GetEnd())
+		}
+		out = append(out, StatusRange{Start: int(r.GetStart()), End: int(r.GetEnd())})
+	}
+	return out, nil
 }

@@ -156,6 +156,9 @@ type Cluster struct {
 	// (Envoy's circuit_breakers DEFAULT threshold max_requests); 0 is
 	// unlimited.
 	MaxRequests int `json:"maxRequests,omitempty"`
+	// HealthCheck is the cluster's active health check (Envoy's
+	// health_checks, one); nil when it has none.
+	HealthCheck *HealthCheckPolicy `json:"healthCheck,omitempty"`
 }
 
 // OutlierPolicy ejects an endpoint after consecutive failures.
