@@ -8,6 +8,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -30,16 +31,17 @@ const MetadataNamespace = "trellis"
 func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	var clusters []*clusterv3.Cluster
 	var loads []*endpointv3.ClusterLoadAssignment
-	add := func(name string, insts []api.Instance, lb *api.LoadBalancer, od *api.OutlierDetection, cp *api.ConnectionPool) {
+	add := func(name string, insts []api.Instance, lb *api.LoadBalancer, od *api.OutlierDetection, cp *api.ConnectionPool, hc *api.HealthCheck, service string) {
 		c := edsCluster(name)
 		setLB(c, lb)
 		setOutlier(c, od)
 		setCircuitBreakers(c, cp)
+		setHealthCheck(c, hc, service)
 		clusters = append(clusters, c)
 		loads = append(loads, loadAssignment(name, insts))
 	}
 	for _, s := range m.services {
-		add(meshxds.ClusterName(s.name, ""), s.instances, s.lbFor(""), s.outlierFor(""), s.poolFor(""))
+		add(meshxds.ClusterName(s.name, ""), s.instances, s.lbFor(""), s.outlierFor(""), s.poolFor(""), healthCheckOf(s.policyFor("")), s.name)
 		for _, v := range s.versions {
 			var insts []api.Instance
 			for _, inst := range s.instances {
@@ -47,7 +49,7 @@ func clustersAndEndpoints(m *model) ([]*clusterv3.Cluster, []*endpointv3.Cluster
 					insts = append(insts, inst)
 				}
 			}
-			add(meshxds.ClusterName(s.name, v), insts, s.lbFor(v), s.outlierFor(v), s.poolFor(v))
+			add(meshxds.ClusterName(s.name, v), insts, s.lbFor(v), s.outlierFor(v), s.poolFor(v), healthCheckOf(s.policyFor(v)), s.name)
 		}
 	}
 	return clusters, loads
@@ -185,4 +187,70 @@ func setCircuitBreakers(c *clusterv3.Cluster, cp *api.ConnectionPool) {
 			MaxRequests: wrapperspb.UInt32(uint32(*cp.MaxRequests)),
 		}},
 	}
+}
+
+// healthCheckOf is the health check of a cluster's policy (nil: none).
+func healthCheckOf(p *api.TrafficPolicy) *api.HealthCheck {
+	if p == nil {
+		return nil
+	}
+	return p.Spec.HealthCheck
+}
+
+// healthJitterPercent is the interval_jitter_percent of every health
+// check: each interval is longer by up to a tenth, at random, so the probes
+// of many proxies and instances spread out.
+const healthJitterPercent = 10
+
+// setHealthCheck sets the cluster's health_checks from a TrafficPolicy's
+// healthCheck (nil: none): one core.v3 HealthCheck with its defaults filled
+// in. HTTP and gRPC checks carry the service's name as Host / authority
+// (Envoy's default is the cluster's name, "reviews|v1", which is no host),
+// and an HTTP check lists its expected statuses always, 200..299 by default
+// (Envoy's default is 200 alone).
+func setHealthCheck(c *clusterv3.Cluster, hc *api.HealthCheck, service string) {
+	if hc == nil {
+		return
+	}
+	interval, timeout, unhealthy, healthy := hc.Values()
+	h := &corev3.HealthCheck{
+		Timeout:               durationpb.New(timeout),
+		Interval:              durationpb.New(interval),
+		IntervalJitterPercent: healthJitterPercent,
+		UnhealthyThreshold:    wrapperspb.UInt32(uint32(unhealthy)),
+		HealthyThreshold:      wrapperspb.UInt32(uint32(healthy)),
+	}
+	switch {
+	case hc.HTTP != nil:
+		h.HealthChecker = &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: &corev3.HealthCheck_HttpHealthCheck{
+			Host:             service,
+			Path:             hc.HTTP.Path,
+			ExpectedStatuses: statusRanges(hc.HTTP.Statuses()),
+		}}
+	case hc.GRPC != nil:
+		h.HealthChecker = &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{
+			ServiceName: hc.GRPC.Service,
+			Authority:   service,
+		}}
+	default:
+		h.HealthChecker = &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}}
+	}
+	c.HealthChecks = []*corev3.HealthCheck{h}
+}
+
+// statusRanges turns sorted statuses into Envoy's half-open ranges, runs of
+// consecutive statuses joined; none is 200..299.
+func statusRanges(statuses []int) []*typev3.Int64Range {
+	if len(statuses) == 0 {
+		return []*typev3.Int64Range{{Start: 200, End: 300}}
+	}
+	var out []*typev3.Int64Range
+	for _, s := range statuses {
+		if n := len(out); n > 0 && out[n-1].End == int64(s) {
+			out[n-1].End++
+			continue
+		}
+		out = append(out, &typev3.Int64Range{Start: int64(s), End: int64(s) + 1})
+	}
+	return out
 }
