@@ -1,6 +1,7 @@
 package model
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -466,4 +467,39 @@ func statusRanges(at string, rs []*typev3.Int64Range) ([]StatusRange, error) {
 		out = append(out, StatusRange{Start: int(r.GetStart()), End: int(r.GetEnd())})
 	}
 	return out, nil
+}
+
+// WithUnhealthy is c as a balancer should see it when down says which
+// endpoint addresses are not to get traffic now (ejected, failing their
+// health checks): c itself when down marks none of c's healthy endpoints,
+// or when it would mark them all (the balancer then chooses among every
+// healthy endpoint, as Envoy's panic threshold does); else a copy of every
+// field of c with its own endpoints, those marked not healthy. c is never
+// changed.
+func WithUnhealthy(c *Cluster, down func(addr string) bool) *Cluster {
+	if c == nil {
+		return nil
+	}
+	marked, healthy := 0, 0
+	for _, ep := range c.Endpoints {
+		if !ep.Healthy {
+			continue
+		}
+		if down(ep.Address) {
+			marked++
+		} else {
+			healthy++
+		}
+	}
+	if marked == 0 || healthy == 0 {
+		return c
+	}
+	cp := *c
+	cp.Endpoints = slices.Clone(c.Endpoints)
+	for i := range cp.Endpoints {
+		if ep := &cp.Endpoints[i]; ep.Healthy && down(ep.Address) {
+			ep.Healthy = false
+		}
+	}
+	return &cp
 }

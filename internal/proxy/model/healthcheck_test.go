@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,33 @@ func TestHealthCheckExpects(t *testing.T) {
 		if got := p.Expects(status); got != want {
 			t.Errorf("Expects(%d) = %v, want %v", status, got, want)
 		}
+	}
+}
+
+func TestWithUnhealthy(t *testing.T) {
+	c := &model.Cluster{Name: "reviews", MaxRequests: 3, HealthCheck: &model.HealthCheckPolicy{Kind: model.HealthCheckTCP},
+		Endpoints: []model.Endpoint{{Address: "a", Healthy: true}, {Address: "b", Healthy: true}, {Address: "c"}}}
+	down := func(addrs ...string) func(string) bool {
+		return func(a string) bool { return slices.Contains(addrs, a) }
+	}
+	if got := model.WithUnhealthy(c, down()); got != c {
+		t.Errorf("nothing down: want the cluster itself")
+	}
+	if got := model.WithUnhealthy(c, down("c", "x")); got != c {
+		t.Errorf("only endpoints not healthy anyway, or unknown, down: want the cluster itself")
+	}
+	if got := model.WithUnhealthy(c, down("a", "b")); got != c {
+		t.Errorf("every healthy endpoint down: want the cluster itself (panic)")
+	}
+	got := model.WithUnhealthy(c, down("a"))
+	if got == c || got.Endpoints[0].Healthy || !got.Endpoints[1].Healthy || got.Endpoints[2].Healthy ||
+		got.MaxRequests != 3 || got.HealthCheck != c.HealthCheck || got.Name != "reviews" {
+		t.Errorf("a down: %+v", got)
+	}
+	if !c.Endpoints[0].Healthy {
+		t.Errorf("the cluster itself was changed")
+	}
+	if model.WithUnhealthy(nil, down("a")) != nil {
+		t.Errorf("nil: want nil")
 	}
 }

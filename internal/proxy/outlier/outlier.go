@@ -191,24 +191,10 @@ func (d *Detector) View(c *model.Cluster) *model.Cluster {
 	if s.ejected.Load() == 0 {
 		return c
 	}
-	// A copy of every field (MaxRequests and whatever comes), with its
-	// own endpoints.
-	cp := *c
-	out := &cp
-	out.Endpoints = slices.Clone(c.Endpoints)
-	healthy := 0
-	for i := range out.Endpoints {
-		ep := &out.Endpoints[i]
-		if h := s.hosts[ep.Address]; h != nil && h.ejected {
-			ep.Healthy = false
-		}
-		if ep.Healthy {
-			healthy++
-		}
-	}
-	if healthy == 0 {
-		out = c
-	}
+	out := model.WithUnhealthy(c, func(addr string) bool {
+		h := s.hosts[addr]
+		return h != nil && h.ejected
+	})
 	soonest := int64(1<<63 - 1)
 	for _, h := range s.hosts {
 		if h.ejected {
