@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/membership"
+	"trellis.dev/trellis/internal/proxy/health"
 	"trellis.dev/trellis/internal/proxy/model"
 	"trellis.dev/trellis/internal/proxy/outlier"
 )
@@ -26,6 +27,9 @@ type configDump struct {
 	// Ejected lists the endpoints outlier detection ejected now, per
 	// cluster.
 	Ejected map[string][]outlier.Ejected `json:"ejected,omitempty"`
+	// HealthChecks lists the endpoints of every cluster with an active
+	// health check and their state.
+	HealthChecks map[string][]health.Status `json:"healthChecks,omitempty"`
 }
 
 type xdsDump struct {
@@ -78,8 +82,9 @@ func (p *Proxy) configDump() configDump {
 			DroppedEndpoints: st.DroppedEndpoints,
 			LastDropped:      st.LastDropped,
 		},
-		Snapshot: p.snapshot.Load(),
-		Ejected:  p.outliers.Ejected(),
+		Snapshot:     p.snapshot.Load(),
+		Ejected:      p.outliers.Ejected(),
+		HealthChecks: p.health.Status(),
 	}
 	if n := st.LastNACK; n != nil {
 		d.XDS.LastNACK = &nackDump{TypeURL: n.TypeURL, Version: n.Version, Nonce: n.Nonce, Error: n.Error, At: n.At}

@@ -29,6 +29,7 @@ import (
 	"trellis.dev/trellis/internal/proxy/breaker"
 	"trellis.dev/trellis/internal/proxy/forward"
 	"trellis.dev/trellis/internal/proxy/h1server"
+	"trellis.dev/trellis/internal/proxy/health"
 	"trellis.dev/trellis/internal/proxy/model"
 	"trellis.dev/trellis/internal/proxy/outlier"
 	"trellis.dev/trellis/internal/proxy/stats"
@@ -44,6 +45,7 @@ type Proxy struct {
 	snapshot atomic.Pointer[model.Snapshot] // nil until the first config
 	balancer *balancer.Set                  // state keyed by cluster name, outlives snapshots
 	outliers *outlier.Detector              // ejections keyed by cluster name and address, outlive snapshots
+	health   *health.Checker                // active health checks keyed by cluster name and address, outlive snapshots
 	breakers breaker.Set                    // requests in flight per cluster with max_requests, outlive snapshots
 	metrics  *stats.Metrics
 	toMesh   *forward.Forwarder // outbound and gateway: pools keyed by instance address
@@ -110,6 +112,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.metrics = stats.New(func() bool { return p.xdsStatus().Connected })
 	p.outliers = outlier.New(nil)
 	p.outliers.OnEject = p.metrics.OutlierEjected
+	p.health = health.New(health.Options{Logger: log, OnFailure: p.metrics.HealthCheckFailed, OnUnhealthy: p.metrics.HealthCheckUnhealthy})
 	p.toMesh = forward.New(forward.Options{Logger: log, SetXForwarded: cfg.Role == meshxds.RoleGateway})
 	if cfg.hasInbound() {
 		p.toApp = forward.New(forward.Options{Logger: log, ResponseHeaders: http.Header{

@@ -60,6 +60,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			p.tunnels.Close()
 		}
 	}
+	p.health.Stop()
 	p.toMesh.CloseIdleConnections()
 	if p.toApp != nil {
 		p.toApp.CloseIdleConnections()

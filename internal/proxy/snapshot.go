@@ -13,6 +13,7 @@ func (p *Proxy) setSnapshot(s *model.Snapshot) {
 	if s == nil {
 		return
 	}
+	p.health.Update(s) // probe the new endpoints, stop probing the gone ones
 	p.snapshot.Store(s)
 	p.metrics.ConfigUpdated()
 	p.log.Info("config applied", "versions", s.Versions, "clusters", len(s.Clusters))

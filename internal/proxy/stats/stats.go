@@ -41,6 +41,8 @@ type Metrics struct {
 	tunnelBytes   *prometheus.CounterVec
 	ejections     *prometheus.CounterVec
 	overflows     *prometheus.CounterVec
+	hcFailures    *prometheus.CounterVec
+	hcUnhealthy   *prometheus.CounterVec
 
 	cache sync.Map // seriesKey → *series
 }
@@ -98,6 +100,15 @@ func New(xdsConnected func() bool) *Metrics {
 		return 0
 	})
 	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, m.tunnels, m.tunnelBytes, m.ejections, m.overflows, connected)
+	m.hcFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_health_check_failures_total",
+		Help: "Active health check probes that failed, by cluster.",
+	}, []string{"cluster"})
+	m.hcUnhealthy = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_health_check_unhealthy_total",
+		Help: "Endpoints marked unhealthy by active health checks (unhealthy_threshold failed probes in a row), by cluster.",
+	}, []string{"cluster"})
+	m.Registry.MustRegister(m.hcFailures, m.hcUnhealthy)
 	return m
 }
 
@@ -176,3 +187,11 @@ func (m *Metrics) OutlierEjected(cluster string) { m.ejections.WithLabelValues(c
 // CircuitBreakerOverflow counts one request to cluster refused by its
 // circuit breaker.
 func (m *Metrics) CircuitBreakerOverflow(cluster string) { m.overflows.WithLabelValues(cluster).Inc() }
+
+// HealthCheckFailed counts one failed health check probe of an endpoint of
+// cluster.
+func (m *Metrics) HealthCheckFailed(cluster string) { m.hcFailures.WithLabelValues(cluster).Inc() }
+
+// HealthCheckUnhealthy counts one endpoint of cluster marked unhealthy by
+// its health checks.
+func (m *Metrics) HealthCheckUnhealthy(cluster string) { m.hcUnhealthy.WithLabelValues(cluster).Inc() }
