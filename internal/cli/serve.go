@@ -215,6 +215,7 @@ func newSampleCmd() *cobra.Command {
 	var port int
 	var service, version string
 	var failStatus int
+	var healthFile string
 	echo := &cobra.Command{
 		Use:   "echo --port P",
 		Short: "An HTTP/1.1, h2c and gRPC echo backend; /call?to=SERVICE calls through the sidecar",
@@ -234,13 +235,14 @@ func newSampleCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "sample echo listening on %s\n", lis.Addr())
 			return sample.ServeEcho(ctx, lis, sample.EchoConfig{Service: service, Version: version, Logger: logger(cmd),
-				FailStatus: failStatus})
+				FailStatus: failStatus, HealthFile: healthFile})
 		},
 	}
 	echo.Flags().IntVar(&port, "port", 0, "port on 127.0.0.1 (default $PORT)")
 	echo.Flags().StringVar(&service, "service", "", "service name to report (default $TRELLIS_SERVICE)")
 	echo.Flags().StringVar(&version, "version", "", "version to report (default $TRELLIS_VERSION)")
 	echo.Flags().IntVar(&failStatus, "fail-status", 0, "answer every HTTP echo request without ?status with this status (500-599): a failing instance")
+	echo.Flags().StringVar(&healthFile, "health-file", "", "answer /healthz 503 while this file does not exist: an instance failing its health check while serving its traffic")
 
 	var gc sample.GRPCCallConfig
 	grpcCall := &cobra.Command{

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -58,6 +59,12 @@ func (h *echoHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if h.cfg.HealthFile != "" && r.URL.Path == "/healthz" {
+		if _, err := os.Stat(h.cfg.HealthFile); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "unhealthy: " + h.cfg.HealthFile + " does not exist"})
+			return
+		}
+	}
 	q := r.URL.Query()
 	if r.URL.Path == "/call" && q.Get("to") == "" {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "/call needs ?to=SERVICE[&path=/...]"})

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -106,6 +108,26 @@ func TestEchoFailStatus(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d and the echo", target, rec.Code, rec.Body, want)
 		}
 	}
+}
+
+func TestEchoHealthFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "healthy")
+	h := NewEchoHandler(EchoConfig{Service: "reviews", Logger: discard, HealthFile: file})
+	check := func(target string, want int) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != want {
+			t.Errorf("%s: %d %s, want %d", target, rec.Code, rec.Body, want)
+		}
+	}
+	check("/healthz", 503)
+	check("/", 200)
+	check("/other?status=201", 201)
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check("/healthz", 200)
 }
 
 func TestCallFailureIs502(t *testing.T) {

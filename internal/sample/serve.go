@@ -31,6 +31,11 @@ type EchoConfig struct {
 	// answer without ?status: an instance that always fails, for outlier
 	// detection demos and tests.
 	FailStatus int
+	// HealthFile, when set, makes /healthz answer 503 while that file does
+	// not exist (and echo as usual while it does); every other path is
+	// answered as usual: an instance whose health check fails while it
+	// still serves its traffic, for health check demos and tests.
+	HealthFile string
 }
 
 const (
