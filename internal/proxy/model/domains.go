@@ -9,8 +9,8 @@ import "strings"
 //
 // Its answers are router.FindVirtualHost's, the reference: an exact domain
 // first, then the longest suffix wildcard ("*.x", "*-x"), then the longest
-// prefix wildcard ("x.*"), then "*"; case-insensitive; the earlier virtual
-// host on a tie. Wildcards are found by trying, longest first, only the
+// prefix wildcard ("x.*"), then "*"; ASCII-case-insensitive, as Envoy;
+// the earlier virtual host on a tie. Wildcards are found by trying, longest first, only the
 // lengths some wildcard has, so a lookup is a few map reads.
 type DomainIndex struct {
 	exact              map[string]*VirtualHost // lower-cased domain
@@ -33,7 +33,7 @@ func NewDomainIndex(vhosts []*VirtualHost) *DomainIndex {
 	}
 	for _, vh := range vhosts {
 		for _, d := range vh.Domains {
-			d = strings.ToLower(d)
+			d = LowerASCII(d)
 			switch {
 			case d == "*":
 				if x.any == nil {
@@ -56,7 +56,7 @@ func NewDomainIndex(vhosts []*VirtualHost) *DomainIndex {
 // Lookup returns the virtual host for a host without port (as
 // router.NormalizeHost leaves it), or nil.
 func (x *DomainIndex) Lookup(host string) *VirtualHost {
-	host = strings.ToLower(host) // no allocation when it is already
+	host = LowerASCII(host) // no allocation when it is already
 	if vh := x.exact[host]; vh != nil {
 		return vh
 	}
@@ -93,4 +93,45 @@ func sortDesc(s []int) {
 			s[j], s[j-1] = s[j-1], s[j]
 		}
 	}
+}
+
+// LowerASCII maps A-Z to a-z and leaves every other byte alone: host names
+// and domains are ASCII (an IDN travels as punycode), and Envoy compares
+// them so. It allocates only when s has an upper-case letter.
+func LowerASCII(s string) string {
+	i := 0
+	for i < len(s) && !('A' <= s[i] && s[i] <= 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if 'A' <= b[i] && b[i] <= 'Z' {
+			b[i] += 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// EqualFoldASCII reports whether a and b are equal when A-Z are taken as
+// a-z (see LowerASCII).
+func EqualFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }

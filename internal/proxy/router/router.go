@@ -112,8 +112,11 @@ func totalWeight(rt *model.Route) uint32 {
 	return sum
 }
 
-// NormalizeHost removes a ":port" and lower-cases. An IPv6 literal keeps its
-// brackets ("[::1]:80" → "[::1]").
+// NormalizeHost removes a ":port" and lower-cases A-Z, as Envoy does: host
+// names compare ASCII-case-insensitively, and other bytes stay as they are
+// (strings.ToLower would turn the Kelvin sign into "k" and every invalid
+// UTF-8 byte into U+FFFD, so that different hosts found one domain). An
+// IPv6 literal keeps its brackets ("[::1]:80" → "[::1]").
 func NormalizeHost(host string) string {
 	if i := strings.LastIndexByte(host, ':'); i >= 0 {
 		// A colon after the closing bracket, or the only colon, starts a port.
@@ -125,5 +128,5 @@ func NormalizeHost(host string) string {
 			host = host[:i]
 		}
 	}
-	return strings.ToLower(host) // no allocation when already lower-case
+	return model.LowerASCII(host) // no allocation when already lower-case
 }
