@@ -4,6 +4,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 
 	"trellis.dev/trellis/internal/proxy/model"
@@ -103,9 +104,18 @@ func stringMatches(sm *model.StringMatch, v string) bool {
 
 // regexMatches is a whole-value match. The converter compiles the regexp
 // anchored (^(?:…)$, per model.PathMatch); when it did not compile one, the
-// expression is compiled here, anchored — slow, but correct.
+// expression is compiled here, anchored — slow, but correct. As in the
+// converter, an expression that is empty or does not parse alone never
+// matches: wrapped, an unbalanced one such as "a)|(b" would compile into
+// ^(?:a)|(b)$, which matches "ax" and "xb".
 func regexMatches(re *regexp.Regexp, expr, v string) bool {
 	if re == nil {
+		if expr == "" {
+			return false
+		}
+		if _, err := syntax.Parse(expr, syntax.Perl); err != nil {
+			return false
+		}
 		var err error
 		if re, err = regexp.Compile(`^(?:` + expr + `)$`); err != nil {
 			return false
