@@ -162,6 +162,9 @@ func (f *Forwarder) roundTrip(w http.ResponseWriter, r *http.Request, c *h1Conn,
 	}
 	for n := 0; ; n++ {
 		res, err := http.ReadResponse(c.br, r)
+		if err == nil {
+			err = checkStatus(res)
+		}
 		if err != nil {
 			c.done()
 			return nil, err
@@ -180,6 +183,16 @@ func (f *Forwarder) roundTrip(w http.ResponseWriter, r *http.Request, c *h1Conn,
 		w.WriteHeader(res.StatusCode)
 		clear(h)
 	}
+}
+
+// checkStatus refuses a status below 100 ("HTTP/1.1 000"): http.ReadResponse
+// takes any three digits, but ResponseWriter.WriteHeader panics on it,
+// which would drop the client's connection instead of answering 502.
+func checkStatus(res *http.Response) error {
+	if res.StatusCode < 100 {
+		return fmt.Errorf("malformed HTTP status code %q", res.Status)
+	}
+	return nil
 }
 
 // ClientWatcher is what a ResponseWriter offers when nothing watches its

@@ -119,6 +119,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		attempts++
 		connects++
 		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			if err = checkStatus(resp); err != nil {
+				resp.Body.Close()
+				body.stopKeeping()
+				return nil, err
+			}
+		}
 		var again io.ReadCloser
 		if err == nil {
 			if !retryApp || !isAppUnavailable(resp) {
