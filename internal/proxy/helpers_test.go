@@ -19,6 +19,7 @@ import (
 
 	"trellis.dev/trellis/internal/membership"
 	"trellis.dev/trellis/internal/meshxds"
+	"trellis.dev/trellis/internal/proxy/filters/router"
 	"trellis.dev/trellis/internal/proxy/model"
 	"trellis.dev/trellis/internal/proxy/xdsclient"
 )
@@ -200,14 +201,17 @@ func deadAddr(tb testing.TB) string {
 	return addr
 }
 
+// routerOnly is the http filter chain the control plane sends today.
+var routerOnly = []model.HTTPFilter{{Name: router.Name, Config: router.Config{}}}
+
 // snapshot builds a config with the outbound and gateway listeners on route
 // table "mesh" made of vhosts, and clusters of healthy endpoints.
 func snapshot(vhosts []*model.VirtualHost, clusters map[string][]string) *model.Snapshot {
 	s := &model.Snapshot{
 		Versions: map[string]string{"test": "1"},
 		Listeners: map[string]*model.Listener{
-			meshxds.ListenerOutbound: {Name: meshxds.ListenerOutbound, RouteTable: meshxds.RouteConfigMesh},
-			meshxds.ListenerGateway:  {Name: meshxds.ListenerGateway, RouteTable: meshxds.RouteConfigMesh},
+			meshxds.ListenerOutbound: {Name: meshxds.ListenerOutbound, RouteTable: meshxds.RouteConfigMesh, HTTPFilters: routerOnly},
+			meshxds.ListenerGateway:  {Name: meshxds.ListenerGateway, RouteTable: meshxds.RouteConfigMesh, HTTPFilters: routerOnly},
 		},
 		RouteTables: map[string]*model.RouteTable{
 			meshxds.RouteConfigMesh: {Name: meshxds.RouteConfigMesh, VirtualHosts: vhosts},

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"trellis.dev/trellis/internal/proxy/filter"
 	"trellis.dev/trellis/internal/proxy/forward"
 	"trellis.dev/trellis/internal/proxy/mesherr"
 	"trellis.dev/trellis/internal/proxy/stats"
@@ -45,7 +46,7 @@ func (h *inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
+	rec := &filter.Recorder{ResponseWriter: w}
 	h.p.toApp.Forward(rec, r, h.target)
-	h.p.metrics.ObserveRequest(stats.Inbound, c.Service, c.Version, rec.status(), time.Since(start))
+	h.p.metrics.ObserveRequest(stats.Inbound, c.Service, c.Version, rec.Status(), time.Since(start))
 }

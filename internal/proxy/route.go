@@ -1,32 +1,35 @@
 package proxy
 
 import (
-	"context"
 	"net/http"
-	"strconv"
+	"sync/atomic"
 	"time"
 
-	"trellis.dev/trellis/internal/meshxds"
-	"trellis.dev/trellis/internal/proxy/balancer"
-	"trellis.dev/trellis/internal/proxy/breaker"
-	"trellis.dev/trellis/internal/proxy/forward"
+	"trellis.dev/trellis/internal/proxy/filter"
+	_ "trellis.dev/trellis/internal/proxy/filters" // registers every http filter
 	"trellis.dev/trellis/internal/proxy/mesherr"
 	"trellis.dev/trellis/internal/proxy/model"
-	"trellis.dev/trellis/internal/proxy/outlier"
 	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/internal/proxy/tunnel"
 )
 
-// maxFallbacks is how many other instances a failed connect tries.
-const maxFallbacks = 2
-
-// routeHandler serves the outbound and the gateway listener: route by the
-// listener's route table, pick an instance, forward.
+// routeHandler serves the outbound and the gateway listener, as Envoy's
+// HTTP connection manager does: it finds the request's route in the
+// listener's route table and runs the listener's http filter chain, whose
+// last filter, the router, picks an instance and forwards.
 type routeHandler struct {
 	p         *Proxy
 	listener  string         // model listener name: meshxds.ListenerOutbound or ListenerGateway
 	direction string         // metrics label
 	tunnels   *tunnel.Server // CONNECT is served only when set
+	chain     atomic.Pointer[builtChain]
+}
+
+// builtChain is the filter chain built for one model.Listener; a new
+// configuration's listener gets a new chain, built on its first request.
+type builtChain struct {
+	listener *model.Listener
+	head     filter.Handler
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -36,77 +39,46 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveConnect(w, r)
 		return
 	}
-	start := time.Now()
-	req := &routedRequest{rec: recorder{ResponseWriter: w}}
-	err := h.pick(r, req)
+	req := &filter.Request{HTTP: r, Response: filter.Recorder{ResponseWriter: w}, Start: time.Now()}
+	req.Snapshot = h.p.snapshot.Load()
+	l, err := h.listenerOf(req.Snapshot)
+	if err == nil {
+		req.Route, req.RouteErr = h.route(req.Snapshot, l, r)
+		var head filter.Handler
+		if head, err = h.chainOf(l); err == nil {
+			head.Serve(req)
+		}
+	}
 	if err != nil {
-		h.p.log.Debug("request refused", "direction", h.direction, "code", err.Code, "error", err.Msg,
+		req.Fail(err)
+	}
+	if e := req.Err; e != nil {
+		h.p.log.Debug("request refused", "direction", h.direction, "code", e.Code, "error", e.Msg,
 			"host", r.Host, "path", r.URL.Path)
-		mesherr.Write(&req.rec, r, err)
-	} else {
-		defer req.inflight.Done() // a least-request cluster's count; also when Forward aborts with a panic
-		defer req.breaker.Release()
-		if d := req.target.Timeout; d > 0 {
-			// The route's timeout (or a shorter grpc-timeout), from the
-			// request's arrival: forward answers 504 upstream_timeout
-			// when it passes.
-			ctx, cancel := context.WithDeadline(r.Context(), start.Add(d))
-			defer cancel()
-			r = r.WithContext(ctx)
-		}
-		h.p.toMesh.Forward(&req.rec, r, &req.target)
-		if req.cluster.Outlier != nil && !req.connectFailed {
-			// After a failed connect the answer may come from a fallback
-			// instance: only the failed connects (ConnectFailed) count.
-			h.p.outliers.Report(req.cluster, req.target.Addr, outlier.Outcome{Status: req.rec.status()})
-		}
 	}
 	// Unrouted requests count with empty service and version.
-	var service, version string
-	if err == nil {
-		service, version = req.target.Service, req.target.Version
-	} else if err.Code == mesherr.NoHealthyUpstream || err.Code == mesherr.Overloaded {
-		service, version = err.Service, err.Version
+	h.p.metrics.ObserveRequest(h.direction, req.Service, req.Version, req.Response.Status(), time.Since(req.Start))
+}
+
+// chainOf is l's filter chain, built once per listener configuration.
+func (h *routeHandler) chainOf(l *model.Listener) (filter.Handler, *mesherr.Error) {
+	if c := h.chain.Load(); c != nil && c.listener == l {
+		return c.head, nil
 	}
-	h.p.metrics.ObserveRequest(h.direction, service, version, req.rec.status(), time.Since(start))
+	head, err := filter.Build(l, filter.Deps{Log: h.p.log, Listener: h.listener,
+		Upstreams: upstreams{h.p}, Forwarder: h.p.toMesh})
+	if err != nil {
+		return nil, mesherr.Wrap(err, mesherr.NoRoute, "%v", err)
+	}
+	h.chain.Store(&builtChain{listener: l, head: head})
+	return head, nil
 }
 
-// routedRequest is what one request needs on its way, in one allocation:
-// the status recorder, where it goes, and the cluster to find other
-// instances in when connecting there fails (it is the target's Fallbacks,
-// so no closure is allocated per request for them).
-type routedRequest struct {
-	rec      recorder
-	target   forward.Target
-	cluster  *model.Cluster
-	inflight *balancer.Inflight // nil unless the cluster counts requests in flight
-	breaker  *breaker.Counter   // nil unless the cluster has max_requests
-	// outliers and connectFailed: the cluster's outlier detection (nil
-	// without) and whether a connect failed on the way.
-	outliers      *outlier.Detector
-	connectFailed bool
-}
-
-// ConnectFailed counts a failed connect against the instance at addr (the
-// target's Outcomes, set only for clusters with outlier detection).
-func (q *routedRequest) ConnectFailed(addr string) {
-	q.connectFailed = true
-	q.outliers.Report(q.cluster, addr, outlier.Outcome{ConnectFailed: true})
-}
-
-// Instances are the fallbacks of the chosen instance: up to maxFallbacks
-// other healthy instances of its cluster.
-func (q *routedRequest) Instances() []string {
-	return balancer.Others(q.cluster, q.target.Addr, maxFallbacks)
-}
-
-// pick chooses where r goes, using one snapshot throughout: the route, the
-// cluster, the instance; it fills in q's target and cluster.
-func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
-	snap := h.p.snapshot.Load()
-	table, merr := h.table(snap)
+// route finds r's route in l's route table.
+func (h *routeHandler) route(snap *model.Snapshot, l *model.Listener, r *http.Request) (*model.Route, *mesherr.Error) {
+	table, merr := tableOf(snap, l)
 	if merr != nil {
-		return merr
+		return nil, merr
 	}
 	_, rt, err := router.Find(table, router.FromHTTP(r))
 	if err != nil {
@@ -114,50 +86,13 @@ func (h *routeHandler) pick(r *http.Request, q *routedRequest) *mesherr.Error {
 		if !ok {
 			e = mesherr.Wrap(err, mesherr.NoRoute, "%v", err)
 		}
-		return e
+		return nil, e
 	}
-	name, ok := router.Pick(rt)
-	if !ok {
-		return mesherr.New(mesherr.NoRoute, "route %q for host %q has no destination", rt.Name, router.NormalizeHost(r.Host))
-	}
-	service, version := meshxds.SplitClusterName(name)
-	// Ejected endpoints are not healthy in the view the balancer sees
-	// (the cluster itself when none is, or without outlier detection).
-	cluster := h.p.clusterView(snap.Clusters[name])
-	if cluster == nil {
-		e := mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", mesherr.Dest(service, version))
-		e.Service, e.Version = service, version
-		return e
-	}
-	ep, inflight, ok := h.p.balancer.Pick(cluster, balancer.KeyOf(rt.HashPolicies, r))
-	if !ok {
-		e := mesherr.New(mesherr.NoHealthyUpstream, "%s has no healthy instance", mesherr.Dest(service, version))
-		e.Service, e.Version = service, version
-		return e
-	}
-	// The circuit breaker: over the cluster's max_requests the request is
-	// answered at once, never queued.
-	cb, n, ok := h.p.breakers.Acquire(cluster.Name, cluster.MaxRequests)
-	if !ok {
-		inflight.Done()
-		h.p.metrics.CircuitBreakerOverflow(cluster.Name)
-		e := mesherr.New(mesherr.Overloaded, "%s: %d requests in flight, the limit (TrafficPolicy connectionPool.maxRequests)",
-			mesherr.Dest(service, version), n)
-		e.Service, e.Version = service, version
-		return e
-	}
-	q.breaker = cb
-	q.target = forward.Target{Addr: ep.Address, Service: service, Version: version, Fallbacks: q,
-		Timeout: requestTimeout(rt, r)}
-	q.cluster, q.inflight = cluster, inflight
-	if cluster.Outlier != nil {
-		q.outliers, q.target.Outcomes = h.p.outliers, q
-	}
-	return nil
+	return rt, nil
 }
 
-// table is the route table of this handler's listener in snap.
-func (h *routeHandler) table(snap *model.Snapshot) (*model.RouteTable, *mesherr.Error) {
+// listenerOf is this handler's listener in snap.
+func (h *routeHandler) listenerOf(snap *model.Snapshot) (*model.Listener, *mesherr.Error) {
 	if snap == nil {
 		return nil, mesherr.New(mesherr.NoRoute, "no configuration from the control plane at %s yet", h.p.cfg.ControlAddr)
 	}
@@ -165,74 +100,23 @@ func (h *routeHandler) table(snap *model.Snapshot) (*model.RouteTable, *mesherr.
 	if l == nil {
 		return nil, mesherr.New(mesherr.NoRoute, "the configuration has no %q listener", h.listener)
 	}
+	return l, nil
+}
+
+// table is the route table of this handler's listener in snap.
+func (h *routeHandler) table(snap *model.Snapshot) (*model.RouteTable, *mesherr.Error) {
+	l, err := h.listenerOf(snap)
+	if err != nil {
+		return nil, err
+	}
+	return tableOf(snap, l)
+}
+
+// tableOf is l's route table in snap.
+func tableOf(snap *model.Snapshot, l *model.Listener) (*model.RouteTable, *mesherr.Error) {
 	t := snap.RouteTables[l.RouteTable]
 	if t == nil {
 		return nil, mesherr.New(mesherr.NoRoute, "the configuration has no route table %q", l.RouteTable)
 	}
 	return t, nil
 }
-
-// requestTimeout is how long r may take on rt: the route's timeout, or a
-// gRPC request's grpc-timeout when the route honours it
-// (max_stream_duration.grpc_timeout_header_max) and it is shorter — capped
-// by that maximum unless 0. Zero is no limit.
-func requestTimeout(rt *model.Route, r *http.Request) time.Duration {
-	d := rt.Timeout
-	if !rt.GRPCTimeout || !mesherr.IsGRPC(r) {
-		return d
-	}
-	v := r.Header["Grpc-Timeout"]
-	if len(v) == 0 {
-		return d
-	}
-	g, ok := parseGRPCTimeout(v[0])
-	if !ok {
-		return d
-	}
-	if rt.GRPCTimeoutMax > 0 && g > rt.GRPCTimeoutMax {
-		g = rt.GRPCTimeoutMax
-	}
-	if d == 0 || g < d {
-		d = g
-	}
-	return d
-}
-
-// parseGRPCTimeout reads a grpc-timeout value: at most 8 digits and a unit
-// (H, M, S, m, u, n), as the gRPC over HTTP/2 spec says. A zero timeout
-// is taken as 1 ns (already expired), not as no limit.
-func parseGRPCTimeout(s string) (time.Duration, bool) {
-	if len(s) < 2 || len(s) > 9 {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	var unit time.Duration
-	switch s[len(s)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
-		return 0, false
-	}
-	d := time.Duration(n) * unit
-	if n > uint64(maxGRPCTimeout/unit) {
-		d = maxGRPCTimeout
-	}
-	return max(d, 1), true
-}
-
-// maxGRPCTimeout caps a grpc-timeout (99999999 hours would overflow a
-// Duration).
-const maxGRPCTimeout = 100 * 365 * 24 * time.Hour

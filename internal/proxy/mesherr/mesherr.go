@@ -97,8 +97,6 @@ type Error struct {
 	Code Code
 	Msg  string // one line, no code prefix
 	Err  error  // cause, if any (not shown to clients)
-	// Service and Version of the destination, when known (for metrics).
-	Service, Version string
 }
 
 // New returns a mesh error with a formatted message.

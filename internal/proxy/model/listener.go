@@ -3,22 +3,19 @@ package model
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// Well-known names of the only filters the proxy implements.
+// Well-known names: the only network filter the proxy implements, and the
+// terminal http filter (registered by its package, see HTTPFilterType).
 const (
 	filterHCM    = "envoy.filters.network.http_connection_manager"
 	filterRouter = "envoy.filters.http.router"
 )
 
-var (
-	typeHCM    = "type.googleapis.com/" + string(proto.MessageName(&hcmv3.HttpConnectionManager{}))
-	typeRouter = "type.googleapis.com/" + string(proto.MessageName(&routerv3.Router{}))
-)
+var typeHCM = "type.googleapis.com/" + string(proto.MessageName(&hcmv3.HttpConnectionManager{}))
 
 // ConvertListener converts a Listener: one filter chain whose only network
 // filter is an HttpConnectionManager that takes its routes from RDS.
@@ -58,31 +55,31 @@ func convertListener(l *listenerv3.Listener) (*Listener, error) {
 	case chain == nil:
 		return nil, errAt("filter_chains", "no filter chain")
 	}
-	rds, err := convertFilterChain(at, chain)
+	rds, filters, err := convertFilterChain(at, chain)
 	if err != nil {
 		return nil, err
 	}
-	return &Listener{Name: l.GetName(), RouteTable: rds}, nil
+	return &Listener{Name: l.GetName(), RouteTable: rds, HTTPFilters: filters}, nil
 }
 
-// convertFilterChain returns the RDS route config name of the chain's HTTP
-// connection manager.
-func convertFilterChain(at string, fc *listenerv3.FilterChain) (string, error) {
+// convertFilterChain returns the RDS route config name and the http
+// filters of the chain's HTTP connection manager.
+func convertFilterChain(at string, fc *listenerv3.FilterChain) (string, []HTTPFilter, error) {
 	// transport_socket (TLS) is not implemented yet; use_proxy_proto neither.
 	if err := onlyFields(at, fc, "name", "filters", "metadata", "filter_chain_match"); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if m := fc.GetFilterChainMatch(); m != nil && proto.Size(m) > 0 {
-		return "", errAt(join(at, "filter_chain_match"), "unsupported field")
+		return "", nil, errAt(join(at, "filter_chain_match"), "unsupported field")
 	}
 	filters := fc.GetFilters()
 	if len(filters) != 1 {
-		return "", errAt(join(at, "filters"), "want exactly one filter, %s; got %d (the proxy only serves HTTP listeners)", filterHCM, len(filters))
+		return "", nil, errAt(join(at, "filters"), "want exactly one filter, %s; got %d (the proxy only serves HTTP listeners)", filterHCM, len(filters))
 	}
 	fat := join(at, "filters[0]")
 	hcm, err := unpackHCM(fat, filters[0])
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	return convertHCM(join(fat, "typed_config"), hcm)
 }
@@ -103,10 +100,11 @@ func unpackHCM(at string, f *listenerv3.Filter) (*hcmv3.HttpConnectionManager, e
 	return hcm, nil
 }
 
-// convertHCM checks the HttpConnectionManager and returns its RDS name.
+// convertHCM checks the HttpConnectionManager and returns its RDS name
+// and its http filters.
 // Connection-level tunables (timeouts, request ids, XFF handling, protocol
 // options) are accepted: they do not change which route a request takes.
-func convertHCM(at string, hcm *hcmv3.HttpConnectionManager) (string, error) {
+func convertHCM(at string, hcm *hcmv3.HttpConnectionManager) (string, []HTTPFilter, error) {
 	if err := onlyFields(at, hcm, "stat_prefix", "codec_type", "rds", "route_config", "scoped_routes",
 		"http_filters", "access_log", "tracing", "common_http_protocol_options", "http_protocol_options",
 		"http2_protocol_options", "stream_idle_timeout", "request_timeout", "request_headers_timeout",
@@ -114,20 +112,22 @@ func convertHCM(at string, hcm *hcmv3.HttpConnectionManager) (string, error) {
 		"skip_xff_append", "via", "generate_request_id", "preserve_external_request_id",
 		"always_set_request_id_in_response", "server_name", "server_header_transformation",
 		"normalize_path", "merge_slashes", "strip_any_host_port"); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	if err := checkHTTPFilters(join(at, "http_filters"), hcm.GetHttpFilters()); err != nil {
-		return "", err
+	filters, err := convertHTTPFilters(join(at, "http_filters"), hcm.GetHttpFilters())
+	if err != nil {
+		return "", nil, err
 	}
 	switch spec := hcm.GetRouteSpecifier().(type) {
 	case *hcmv3.HttpConnectionManager_Rds:
-		return convertRds(join(at, "rds"), spec.Rds)
+		rds, err := convertRds(join(at, "rds"), spec.Rds)
+		return rds, filters, err
 	case *hcmv3.HttpConnectionManager_RouteConfig:
-		return "", errAt(join(at, "route_config"), "inline route config is not supported yet, only RDS (rds.route_config_name)")
+		return "", nil, errAt(join(at, "route_config"), "inline route config is not supported yet, only RDS (rds.route_config_name)")
 	case *hcmv3.HttpConnectionManager_ScopedRoutes:
-		return "", errAt(join(at, "scoped_routes"), "scoped routes are not supported, only RDS (rds.route_config_name)")
+		return "", nil, errAt(join(at, "scoped_routes"), "scoped routes are not supported, only RDS (rds.route_config_name)")
 	default:
-		return "", errAt(at, "no route specifier: want rds.route_config_name")
+		return "", nil, errAt(at, "no route specifier: want rds.route_config_name")
 	}
 }
 
@@ -160,34 +160,6 @@ func checkADS(at string, cs *corev3.ConfigSource) error {
 		return errAt(at, "unsupported config source: only ads is supported")
 	}
 	return nil
-}
-
-// checkHTTPFilters accepts the router, and skips filters marked optional or
-// disabled as Envoy would skip ones it does not know. Any other filter
-// (fault, rbac, cors, jwt…) is rejected until the proxy implements it.
-func checkHTTPFilters(at string, filters []*hcmv3.HttpFilter) error {
-	router := false
-	for i, f := range filters {
-		fat := index(at, i)
-		switch {
-		case isRouter(f):
-			router = true
-		case f.GetIsOptional() || f.GetDisabled():
-		default:
-			return errAt(fat, "unsupported http filter %q", filterID(f))
-		}
-	}
-	if !router {
-		return errAt(at, "no %s", filterRouter)
-	}
-	return nil
-}
-
-func isRouter(f *hcmv3.HttpFilter) bool {
-	if tc := f.GetTypedConfig(); tc != nil {
-		return tc.GetTypeUrl() == typeRouter
-	}
-	return f.GetConfigDiscovery() == nil && f.GetName() == filterRouter
 }
 
 func filterID(f *hcmv3.HttpFilter) string {

@@ -24,10 +24,13 @@ type Snapshot struct {
 	Clusters map[string]*Cluster `json:"clusters"`
 }
 
-// Listener says which route table a listener routes with.
+// Listener says which route table a listener routes with, and the http
+// filters every request on it goes through, in order, the terminal one
+// (the router) last.
 type Listener struct {
-	Name       string `json:"name"`
-	RouteTable string `json:"routeTable"`
+	Name        string       `json:"name"`
+	RouteTable  string       `json:"routeTable"`
+	HTTPFilters []HTTPFilter `json:"httpFilters"`
 }
 
 // RouteTable is a RouteConfiguration: virtual hosts tried by domain.

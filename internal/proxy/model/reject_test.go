@@ -12,6 +12,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -58,6 +59,7 @@ func stringMatch(sm *matcherv3.StringMatcher) *routev3.HeaderMatcher_StringMatch
 func TestRejections(t *testing.T) {
 	tcp, _ := anypb.New(&tcpv3.TcpProxy{StatPrefix: "tcp", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "x"}})
 	fault, _ := anypb.New(&faultv3.HTTPFault{})
+	strictRouter, _ := anypb.New(&routerv3.Router{RespectExpectedRqTimeout: true})
 
 	tests := []struct {
 		name   string
@@ -114,7 +116,15 @@ func TestRejections(t *testing.T) {
 		}, `typed_config.http_filters[0]: unsupported http filter "envoy.filters.http.fault (type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault)"`},
 		{"no router", func(r *modeltest.Resources) {
 			editHCM(r, func(h *hcmv3.HttpConnectionManager) { h.HttpFilters = nil })
-		}, `typed_config.http_filters: no envoy.filters.http.router`},
+		}, `typed_config.http_filters: no terminal filter (envoy.filters.http.router) at the end`},
+		{"filter after the router", func(r *modeltest.Resources) {
+			editHCM(r, func(h *hcmv3.HttpConnectionManager) { h.HttpFilters = append(h.HttpFilters, h.HttpFilters[0]) })
+		}, `typed_config.http_filters[1]: filter "envoy.filters.http.router (type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)" comes after the terminal filter envoy.filters.http.router; it would never run`},
+		{"router setting the proxy does not implement", func(r *modeltest.Resources) {
+			editHCM(r, func(h *hcmv3.HttpConnectionManager) {
+				h.HttpFilters[0].ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: strictRouter}
+			})
+		}, `typed_config.http_filters[0].typed_config: respect_expected_rq_timeout: unsupported field`},
 		{"HCM feature", func(r *modeltest.Resources) {
 			editHCM(r, func(h *hcmv3.HttpConnectionManager) {
 				h.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}

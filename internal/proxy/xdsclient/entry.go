@@ -9,6 +9,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
+	_ "trellis.dev/trellis/internal/proxy/filters" // the http filters listeners may name
 	"trellis.dev/trellis/internal/proxy/model"
 )
 

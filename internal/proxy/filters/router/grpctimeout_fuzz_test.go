@@ -1,4 +1,4 @@
-package proxy
+package router
 
 import (
 	"math/bits"
@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// FuzzParseGRPCTimeout holds parseGRPCTimeout to the gRPC spec
+// FuzzParseGRPCTimeout holds ParseGRPCTimeout to the gRPC spec
 // (PROTOCOL-HTTP2.md: Timeout → TimeoutValue TimeoutUnit, the value a
 // positive integer of at most 8 ASCII digits, the unit one of H M S m u
 // n), with referenceGRPCTimeout as written from it: the same values are
-// accepted, and they mean the same duration, capped at maxGRPCTimeout and
+// accepted, and they mean the same duration, capped at MaxGRPCTimeout and
 // never below 1 ns (a "0S" deadline has passed already: it must not read
 // as "no deadline").
 func FuzzParseGRPCTimeout(f *testing.F) {
@@ -22,13 +22,13 @@ func FuzzParseGRPCTimeout(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, ok := parseGRPCTimeout(s)
+		got, ok := ParseGRPCTimeout(s)
 		want, wantOK := referenceGRPCTimeout(s)
 		if ok != wantOK || got != want {
-			t.Fatalf("parseGRPCTimeout(%q) = %v, %v; the spec says %v, %v", s, got, ok, want, wantOK)
+			t.Fatalf("ParseGRPCTimeout(%q) = %v, %v; the spec says %v, %v", s, got, ok, want, wantOK)
 		}
-		if ok && (got < 1 || got > maxGRPCTimeout) {
-			t.Fatalf("parseGRPCTimeout(%q) = %v, outside [1ns, %v]", s, got, maxGRPCTimeout)
+		if ok && (got < 1 || got > MaxGRPCTimeout) {
+			t.Fatalf("ParseGRPCTimeout(%q) = %v, outside [1ns, %v]", s, got, MaxGRPCTimeout)
 		}
 	})
 }
@@ -55,8 +55,8 @@ func referenceGRPCTimeout(s string) (time.Duration, bool) {
 		n = n*10 + uint64(c-'0') // at most 8 digits: no overflow
 	}
 	hi, lo := bits.Mul64(n, uint64(unit))
-	if hi != 0 || lo > uint64(maxGRPCTimeout) {
-		return maxGRPCTimeout, true
+	if hi != 0 || lo > uint64(MaxGRPCTimeout) {
+		return MaxGRPCTimeout, true
 	}
 	return max(time.Duration(lo), 1), true
 }
