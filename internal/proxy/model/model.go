@@ -72,6 +72,9 @@ type Route struct {
 	// header is ignored without it).
 	GRPCTimeout    bool          `json:"-"`
 	GRPCTimeoutMax time.Duration `json:"-"`
+	// Retry is the route's retry policy (Envoy's retry_policy); nil: no
+	// retries (failed connects still go to other instances).
+	Retry *RetryPolicy `json:"retry,omitempty"`
 	// TimeoutText and GRPCTimeoutMaxText are the above for people, in
 	// config dumps ("250ms").
 	TimeoutText        string `json:"timeout,omitempty"`
@@ -162,6 +165,9 @@ type Cluster struct {
 	// HealthCheck is the cluster's active health check (Envoy's
 	// health_checks, one); nil when it has none.
 	HealthCheck *HealthCheckPolicy `json:"healthCheck,omitempty"`
+	// RetryBudget caps the retries to the cluster (Envoy's circuit_breakers
+	// retry_budget); nil means DefaultRetryBudget.
+	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
 }
 
 // OutlierPolicy ejects an endpoint after consecutive failures.
