@@ -79,7 +79,7 @@ func TestTrafficPolicyErrors(t *testing.T) {
 		{"cp empty", "  service: reviews\n  connectionPool: {}\n", "spec.connectionPool: set maxRequests"},
 		{"cp zero", "  service: reviews\n  connectionPool: {maxRequests: 0}\n", "spec.connectionPool.maxRequests: 0 is out of range 1..1000000"},
 		{"cp high", "  service: reviews\n  connectionPool: {maxRequests: 1000001}\n", "spec.connectionPool.maxRequests: 1000001 is out of range 1..1000000"},
-		{"cp unknown", "  service: reviews\n  connectionPool: {maxRequests: 1, maxConnections: 5}\n", "spec.connectionPool.maxConnections: unknown field (known: maxRequests)"},
+		{"cp unknown", "  service: reviews\n  connectionPool: {maxRequests: 1, maxConnections: 5}\n", "spec.connectionPool.maxConnections: unknown field (known: maxRequests, retryBudget)"},
 		{"od 5xx zero", "  service: reviews\n  outlierDetection: {consecutive5xx: 0}\n", "spec.outlierDetection.consecutive5xx: 0 is out of range 1..1000"},
 		{"od gateway high", "  service: reviews\n  outlierDetection: {consecutiveGatewayErrors: 1001}\n", "spec.outlierDetection.consecutiveGatewayErrors: 1001 is out of range 1..1000"},
 		{"od bad interval", "  service: reviews\n  outlierDetection: {interval: often}\n", `spec.outlierDetection.interval: "often" is not a duration`},

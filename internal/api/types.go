@@ -49,6 +49,43 @@ type RouteSpec struct {
 	// of the Route (Envoy's route timeout on each generated route). Empty:
 	// no limit (Envoy's default of 15 s is not applied).
 	Timeout string `json:"timeout,omitempty"`
+	// Retries sends a failed request again, to another instance when
+	// there is one; nil: no retries (a failed connect still moves on to
+	// another instance).
+	Retries *Retries `json:"retries,omitempty"`
+}
+
+// Retries is a Route's retry policy (Envoy's route retry_policy, on every
+// route the Route generates).
+type Retries struct {
+	// Attempts, 1..10, required, is how many retries may follow the first
+	// try (Envoy's num_retries): a request is tried at most Attempts+1
+	// times.
+	Attempts *int `json:"attempts,omitempty"`
+	// PerTryTimeout, a Go duration (whole milliseconds, 1ms..1h, less than
+	// the Route's timeout when both are set), bounds each try until the
+	// answer's head arrives; a try past it is abandoned and counts as a
+	// reset. Empty: each try is bounded only by the Route's timeout.
+	PerTryTimeout string `json:"perTryTimeout,omitempty"`
+	// On lists what is retried: RetryOn5xx, RetryOnGatewayError,
+	// RetryOnReset, RetryOnConnectFailure, RetryOnStatusCodes (the last
+	// needs StatusCodes). Empty: DefaultRetryOn. Repeats are ignored.
+	On []string `json:"on,omitempty"`
+	// StatusCodes, 100..599 each, are answers retried as well; they turn
+	// on RetryOnStatusCodes whether On lists it or not.
+	StatusCodes []int `json:"statusCodes,omitempty"`
+	// Backoff spaces the retries out; nil: the defaults.
+	Backoff *RetryBackoff `json:"backoff,omitempty"`
+}
+
+// RetryBackoff is a jittered exponential backoff: the n-th retry waits a
+// random time below min(Base·2^(n-1), Max).
+type RetryBackoff struct {
+	// Base, a Go duration (whole milliseconds, 1ms..10s), default 25ms.
+	Base string `json:"base,omitempty"`
+	// Max, a Go duration (whole milliseconds, at least Base, at most
+	// 100s), default 10 times Base.
+	Max string `json:"max,omitempty"`
 }
 
 // TimeoutDuration is Timeout parsed; 0 when empty or invalid (Validate
@@ -109,7 +146,8 @@ type TrafficPolicySpec struct {
 	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty"`
 	// OutlierDetection ejects an instance that keeps failing for a while.
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
-	// ConnectionPool limits the traffic to the cluster (a circuit breaker).
+	// ConnectionPool limits the traffic to the cluster (a circuit breaker)
+	// and the retries to it (a retry budget).
 	ConnectionPool *ConnectionPool `json:"connectionPool,omitempty"`
 	// HealthCheck probes every instance actively and takes the ones that
 	// keep failing out of the balancer.
@@ -159,12 +197,28 @@ type GRPCHealthCheck struct {
 type TCPHealthCheck struct{}
 
 // ConnectionPool limits what each proxy sends to a cluster at once; a
-// request over a limit is answered 503 overloaded at once. Unset fields
-// are unlimited.
+// request over MaxRequests is answered 503 overloaded at once, a retry
+// over RetryBudget is not made. Unset MaxRequests is unlimited; unset
+// RetryBudget is the default budget.
 type ConnectionPool struct {
 	// MaxRequests, 1..1,000,000, caps the requests in flight to the
 	// cluster on each proxy.
 	MaxRequests *int `json:"maxRequests,omitempty"`
+	// RetryBudget caps the retries in flight to the cluster on each proxy
+	// (a retry over it is not made); nil: the default budget, 20 % of the
+	// requests in flight and at least 3.
+	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
+}
+
+// RetryBudget lets each proxy have at most Percent of the requests in
+// flight to a cluster be retries, and MinConcurrency retries whatever the
+// share (Envoy's circuit_breakers retry_budget). Unset fields take the
+// defaults (Envoy's): 20 and 3.
+type RetryBudget struct {
+	// Percent, 0..100, an integer.
+	Percent *int `json:"percent,omitempty"`
+	// MinConcurrency, 0..10000.
+	MinConcurrency *int `json:"minConcurrency,omitempty"`
 }
 
 // OutlierDetection ejects an instance whose exchanges keep failing

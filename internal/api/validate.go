@@ -104,7 +104,162 @@ func validateRoute(r *Route) error {
 	if err := validateWeights(s.Rules); err != nil {
 		return err
 	}
-	return validateTimeout("spec.timeout", s.Timeout)
+	if err := validateTimeout("spec.timeout", s.Timeout); err != nil {
+		return err
+	}
+	if s.Retries != nil {
+		return validateRetries("spec.retries", s.Retries, s.TimeoutDuration())
+	}
+	return nil
+}
+
+// Retry conditions, as Envoy spells them in retry_on.
+const (
+	// RetryOn5xx: any 5xx answer, and a try that got no answer (connect
+	// failure, reset, per-try timeout).
+	RetryOn5xx = "5xx"
+	// RetryOnGatewayError: 502, 503 or 504, and a try that got no answer.
+	RetryOnGatewayError = "gateway-error"
+	// RetryOnReset: the instance reset or closed the exchange before its
+	// answer's head, or the per-try timeout passed.
+	RetryOnReset = "reset"
+	// RetryOnConnectFailure: connecting to the instance failed.
+	RetryOnConnectFailure = "connect-failure"
+	// RetryOnStatusCodes: an answer whose status is in statusCodes.
+	RetryOnStatusCodes = "retriable-status-codes"
+)
+
+// RetryConditions are the valid values of retries.on, in the order the
+// translator writes them.
+var RetryConditions = []string{RetryOn5xx, RetryOnGatewayError, RetryOnReset, RetryOnConnectFailure, RetryOnStatusCodes}
+
+// DefaultRetryOn is what a Route's retries are made on when on is left
+// out: a try that got no answer, and 502, 503 and 504 (gateway-error
+// alone covers the other two; they are listed as Envoy users write them).
+var DefaultRetryOn = []string{RetryOnGatewayError, RetryOnReset, RetryOnConnectFailure}
+
+// Bounds and defaults of a Route's retries.
+const (
+	MinRetryAttempts   = 1
+	MaxRetryAttempts   = 10
+	DefaultBackoffBase = 25 * time.Millisecond
+	MinBackoffBase     = time.Millisecond
+	MaxBackoffBase     = 10 * time.Second
+	// MaxBackoffMax bounds backoff.max: ten times the largest base.
+	MaxBackoffMax = 10 * MaxBackoffBase
+	// backoffMaxFactor: backoff.max defaults to this many times the base.
+	backoffMaxFactor = 10
+)
+
+func validateRetries(p string, r *Retries, routeTimeout time.Duration) error {
+	if r.Attempts == nil {
+		return fmt.Errorf("%s.attempts: required (retries after the first try, %d..%d)", p, MinRetryAttempts, MaxRetryAttempts)
+	}
+	if n := *r.Attempts; n < MinRetryAttempts || n > MaxRetryAttempts {
+		return fmt.Errorf("%s.attempts: %d is out of range %d..%d", p, n, MinRetryAttempts, MaxRetryAttempts)
+	}
+	if r.PerTryTimeout != "" {
+		if err := validateTimeout(p+".perTryTimeout", r.PerTryTimeout); err != nil {
+			return err
+		}
+		if d := r.PerTryTimeoutDuration(); routeTimeout > 0 && d >= routeTimeout {
+			return fmt.Errorf("%s.perTryTimeout: %s must be less than spec.timeout %s", p, r.PerTryTimeout, routeTimeout)
+		}
+	}
+	if r.On != nil && len(r.On) == 0 {
+		return fmt.Errorf("%s.on: empty; leave it out for the default (%s)", p, strings.Join(DefaultRetryOn, ", "))
+	}
+	for i, on := range r.On {
+		if !slices.Contains(RetryConditions, on) {
+			return fmt.Errorf("%s.on[%d]: %q is not one of %s", p, i, on, strings.Join(RetryConditions, ", "))
+		}
+		if on == RetryOnStatusCodes && len(r.StatusCodes) == 0 {
+			return fmt.Errorf("%s.on[%d]: %s needs statusCodes", p, i, on)
+		}
+	}
+	for i, c := range r.StatusCodes {
+		if c < 100 || c > 599 {
+			return fmt.Errorf("%s.statusCodes[%d]: %d is out of range 100..599", p, i, c)
+		}
+	}
+	if b := r.Backoff; b != nil {
+		parse := func(name, v string, least, most time.Duration) error {
+			if v == "" {
+				return nil
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%s.backoff.%s: %q is not a duration (like 25ms or 1s)", p, name, v)
+			}
+			if d < least || d > most || d%time.Millisecond != 0 {
+				return fmt.Errorf("%s.backoff.%s: %s must be whole milliseconds, from %s to %s", p, name, v, least, most)
+			}
+			return nil
+		}
+		if err := parse("base", b.Base, MinBackoffBase, MaxBackoffBase); err != nil {
+			return err
+		}
+		if err := parse("max", b.Max, MinBackoffBase, MaxBackoffMax); err != nil {
+			return err
+		}
+		if base, most := r.BackoffValues(); most < base {
+			if b.Base == "" {
+				return fmt.Errorf("%s.backoff.max: %s must be at least the default base %s", p, b.Max, base)
+			}
+			return fmt.Errorf("%s.backoff.max: %s must be at least base %s", p, b.Max, b.Base)
+		}
+	}
+	return nil
+}
+
+// PerTryTimeoutDuration is PerTryTimeout parsed; 0 when empty or invalid
+// (Validate refuses an invalid one).
+func (r *Retries) PerTryTimeoutDuration() time.Duration {
+	d, err := time.ParseDuration(r.PerTryTimeout)
+	if err != nil {
+		return 0
+	}
+	return d
+}
+
+// Conditions returns what the retries are made on: On, or DefaultRetryOn
+// when it is empty, with RetryOnStatusCodes added when StatusCodes is set,
+// without repeats and in the order of RetryConditions.
+func (r *Retries) Conditions() []string {
+	on := r.On
+	if len(on) == 0 {
+		on = DefaultRetryOn
+	}
+	var out []string
+	for _, c := range RetryConditions {
+		if slices.Contains(on, c) || c == RetryOnStatusCodes && len(r.StatusCodes) > 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Codes returns StatusCodes sorted and without repeats (nil when none).
+func (r *Retries) Codes() []int {
+	if len(r.StatusCodes) == 0 {
+		return nil
+	}
+	return slices.Compact(slices.Sorted(slices.Values(r.StatusCodes)))
+}
+
+// BackoffValues returns the backoff's base and maximum with the defaults
+// filled in: base 25ms, maximum 10 times the base.
+func (r *Retries) BackoffValues() (base, most time.Duration) {
+	base = DefaultBackoffBase
+	if r.Backoff != nil {
+		if d, err := time.ParseDuration(r.Backoff.Base); err == nil && d > 0 {
+			base = d
+		}
+		if d, err := time.ParseDuration(r.Backoff.Max); err == nil && d > 0 {
+			return base, d
+		}
+	}
+	return base, backoffMaxFactor * base
 }
 
 // Bounds of a Route's timeout.
@@ -429,14 +584,43 @@ func (h *HTTPHealthCheck) Statuses() []int {
 // MaxMaxRequests bounds connectionPool.maxRequests.
 const MaxMaxRequests = 1_000_000
 
+// Retry budget defaults (Envoy's) and bounds.
+const (
+	DefaultRetryBudgetPercent        = 20
+	DefaultRetryBudgetMinConcurrency = 3
+	MaxRetryBudgetMinConcurrency     = 10_000
+)
+
 func validateConnectionPool(p string, cp *ConnectionPool) error {
-	if cp.MaxRequests == nil {
-		return fmt.Errorf("%s: set maxRequests (the only limit so far)", p)
+	if cp.MaxRequests == nil && cp.RetryBudget == nil {
+		return fmt.Errorf("%s: set maxRequests, retryBudget or both", p)
 	}
-	if n := *cp.MaxRequests; n < 1 || n > MaxMaxRequests {
-		return fmt.Errorf("%s.maxRequests: %d is out of range 1..%d", p, n, MaxMaxRequests)
+	if cp.MaxRequests != nil {
+		if n := *cp.MaxRequests; n < 1 || n > MaxMaxRequests {
+			return fmt.Errorf("%s.maxRequests: %d is out of range 1..%d", p, n, MaxMaxRequests)
+		}
+	}
+	if rb := cp.RetryBudget; rb != nil {
+		if n := rb.Percent; n != nil && (*n < 0 || *n > 100) {
+			return fmt.Errorf("%s.retryBudget.percent: %d is out of range 0..100", p, *n)
+		}
+		if n := rb.MinConcurrency; n != nil && (*n < 0 || *n > MaxRetryBudgetMinConcurrency) {
+			return fmt.Errorf("%s.retryBudget.minConcurrency: %d is out of range 0..%d", p, *n, MaxRetryBudgetMinConcurrency)
+		}
 	}
 	return nil
+}
+
+// Values returns rb's fields with the defaults filled in.
+func (rb *RetryBudget) Values() (percent, minConcurrency int) {
+	percent, minConcurrency = DefaultRetryBudgetPercent, DefaultRetryBudgetMinConcurrency
+	if rb.Percent != nil {
+		percent = *rb.Percent
+	}
+	if rb.MinConcurrency != nil {
+		minConcurrency = *rb.MinConcurrency
+	}
+	return
 }
 
 // Outlier detection defaults (Envoy's) and bounds.
