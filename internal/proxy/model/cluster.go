@@ -18,7 +18,7 @@ import (
 // ROUND_ROBIN, LEAST_REQUEST, RANDOM and RING_HASH balancing are
 // supported (not MAGLEV, slow start or active request bias), outlier
 // detection on consecutive 5xx and gateway failures, a circuit breaker's
-// max_requests, and one active health check (HTTP, gRPC or TCP connect);
+// max_requests and retry_budget, and one active health check (HTTP, gRPC or TCP connect);
 // the other circuit-breaker limits, TLS and upstream protocol options are
 // rejected until the proxy implements them.
 func ConvertCluster(c *clusterv3.Cluster) (*Cluster, error) {
@@ -53,7 +53,7 @@ func convertCluster(c *clusterv3.Cluster) (*Cluster, error) {
 		}
 	}
 	if cb := c.GetCircuitBreakers(); cb != nil {
-		if out.MaxRequests, err = convertCircuitBreakers("circuit_breakers", cb); err != nil {
+		if out.MaxRequests, out.RetryBudget, err = convertCircuitBreakers("circuit_breakers", cb); err != nil {
 			return nil, err
 		}
 	}
@@ -270,36 +270,78 @@ func convertOutlier(at string, od *clusterv3.OutlierDetection) (*OutlierPolicy, 
 }
 
 // convertCircuitBreakers converts circuit_breakers: at most one threshold,
-// of priority DEFAULT, with max_requests (more than 0); its value, or 0
-// (unlimited) without one. Envoy's other limits (connections, pending
-// requests, retries, retry budget, per-host thresholds) are NACKed by name
-// until the proxy enforces them.
-func convertCircuitBreakers(at string, cb *clusterv3.CircuitBreakers) (int, error) {
+// of priority DEFAULT, with max_requests (more than 0; its value, or 0
+// (unlimited) without one) and retry_budget (budget_percent 0..100,
+// default 20, min_retry_concurrency, default 3, as in Envoy; nil without
+// one, which is DefaultRetryBudget). max_retries is refused: Envoy applies
+// it only without a retry_budget, and the proxy always limits retries by a
+// budget. Envoy's other limits (connections, pending requests, per-host
+// thresholds) are NACKed by name until the proxy enforces them.
+func convertCircuitBreakers(at string, cb *clusterv3.CircuitBreakers) (int, *RetryBudget, error) {
 	if err := onlyFields(at, cb, "thresholds"); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	ts := cb.GetThresholds()
 	if len(ts) > 1 {
-		return 0, errAt(join(at, "thresholds"), "%d thresholds, only one (priority DEFAULT) is supported", len(ts))
+		return 0, nil, errAt(join(at, "thresholds"), "%d thresholds, only one (priority DEFAULT) is supported", len(ts))
 	}
 	if len(ts) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	t, tat := ts[0], join(at, index("thresholds", 0))
-	if err := onlyFields(tat, t, "priority", "max_requests"); err != nil {
-		return 0, err
+	if t.GetMaxRetries() != nil {
+		return 0, nil, errAt(join(tat, "max_retries"), "unsupported field: the proxy limits concurrent retries by retry_budget (default %g %% of the requests in flight, at least %d)",
+			DefaultRetryBudget.Percent, DefaultRetryBudget.MinConcurrency)
+	}
+	if err := onlyFields(tat, t, "priority", "max_requests", "retry_budget"); err != nil {
+		return 0, nil, err
 	}
 	if p := t.GetPriority(); p != corev3.RoutingPriority_DEFAULT {
-		return 0, errAt(join(tat, "priority"), "unsupported priority %s (only DEFAULT)", p)
+		return 0, nil, errAt(join(tat, "priority"), "unsupported priority %s (only DEFAULT)", p)
+	}
+	var budget *RetryBudget
+	if rb := t.GetRetryBudget(); rb != nil {
+		var err error
+		if budget, err = convertRetryBudget(join(tat, "retry_budget"), rb); err != nil {
+			return 0, nil, err
+		}
 	}
 	v := t.GetMaxRequests()
 	if v == nil {
-		return 0, nil
+		return 0, budget, nil
 	}
 	if v.GetValue() == 0 {
-		return 0, errAt(join(tat, "max_requests"), "must be more than 0")
+		return 0, nil, errAt(join(tat, "max_requests"), "must be more than 0")
 	}
-	return int(v.GetValue()), nil
+	return int(v.GetValue()), budget, nil
+}
+
+// MaxRetryConcurrency caps a retry budget's min_retry_concurrency.
+const MaxRetryConcurrency = 1 << 20
+
+// convertRetryBudget converts a threshold's retry_budget with Envoy's
+// defaults (DefaultRetryBudget); budget_interval is NACKed.
+func convertRetryBudget(at string, rb *clusterv3.CircuitBreakers_Thresholds_RetryBudget) (*RetryBudget, error) {
+	if err := onlyFields(at, rb, "budget_percent", "min_retry_concurrency"); err != nil {
+		return nil, err
+	}
+	out := DefaultRetryBudget
+	if p := rb.GetBudgetPercent(); p != nil {
+		if err := onlyFields(join(at, "budget_percent"), p, "value"); err != nil {
+			return nil, err
+		}
+		if v := p.GetValue(); !(v >= 0 && v <= 100) { // NaN too
+			return nil, errAt(join(at, "budget_percent.value"), "%g is out of range 0..100", v)
+		}
+		out.Percent = p.GetValue()
+	}
+	if v := rb.GetMinRetryConcurrency(); v != nil {
+		if v.GetValue() > MaxRetryConcurrency {
+			return nil, errAt(join(at, "min_retry_concurrency"), "%d is more than %d", v.GetValue(), MaxRetryConcurrency)
+		}
+		out.MinConcurrency = int(v.GetValue())
+	}
+	return &out, nil
 }
 
 // HealthCheckPolicy probes every endpoint of a cluster actively (Envoy's

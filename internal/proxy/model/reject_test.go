@@ -175,8 +175,12 @@ func TestRejections(t *testing.T) {
 		{"grpc timeout header offset", func(r *modeltest.Resources) {
 			action(r, 2).MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderOffset: durationpb.New(1e6)}
 		}, `routes[2].route.max_stream_duration.grpc_timeout_header_offset: unsupported field`},
-		{"route retries", func(r *modeltest.Resources) { action(r, 2).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"} },
-			`routes[2].route.retry_policy: unsupported field`},
+		{"route retry condition", func(r *modeltest.Resources) {
+			action(r, 2).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,refused-stream"}
+		}, `routes[2].route.retry_policy.retry_on: "refused-stream" is not supported`},
+		{"route retry priority", func(r *modeltest.Resources) {
+			action(r, 2).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryPriority: &routev3.RetryPolicy_RetryPriority{Name: "envoy.retry_priorities.previous_priorities"}}
+		}, `routes[2].route.retry_policy.retry_priority: unsupported field`},
 		{"route rewrite", func(r *modeltest.Resources) { action(r, 2).PrefixRewrite = "/x" },
 			`routes[2].route.prefix_rewrite: unsupported field`},
 		{"route header mutation", func(r *modeltest.Resources) { route(r, 2).RequestHeadersToRemove = []string{"x"} },

@@ -3,6 +3,7 @@ package model
 import (
 	"math"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,9 +15,9 @@ import (
 //
 // Routes may only forward to a cluster or to weighted clusters; redirects,
 // direct responses, cluster_header and any route or virtual host feature
-// the proxy does not implement yet (retries, rewrites, header
-// mutation, per-filter config…) are rejected with the field that asks for
-// it.
+// the proxy does not implement yet (rewrites, header mutation,
+// per-filter config, retry options other than those convertRetryPolicy
+// takes…) are rejected with the field that asks for it.
 func ConvertRouteConfig(rc *routev3.RouteConfiguration) (*RouteTable, error) {
 	if rc == nil {
 		return nil, &ResourceError{Kind: KindRouteConfig, Reason: "nil resource"}
@@ -147,10 +148,17 @@ func actionField(r *routev3.Route) string {
 
 func convertRouteAction(at string, a *routev3.RouteAction, out *Route) error {
 	// Everything else in RouteAction changes what happens to the request
-	// (retry_policy, idle_timeout, prefix_rewrite, host rewrites, mirrors,
+	// (idle_timeout, prefix_rewrite, host rewrites, mirrors,
 	// metadata_match…) and is not implemented yet.
-	if err := onlyFields(at, a, "cluster", "weighted_clusters", "hash_policy", "timeout", "max_stream_duration"); err != nil {
+	if err := onlyFields(at, a, "cluster", "weighted_clusters", "hash_policy", "timeout", "max_stream_duration", "retry_policy"); err != nil {
 		return err
+	}
+	if rp := a.GetRetryPolicy(); rp != nil {
+		r, err := convertRetryPolicy(join(at, "retry_policy"), rp)
+		if err != nil {
+			return err
+		}
+		out.Retry = r
 	}
 	if a.GetTimeout() != nil {
 		d, err := duration(join(at, "timeout"), a.GetTimeout())
@@ -309,4 +317,141 @@ func hashField(hp *routev3.RouteAction_HashPolicy) string {
 		return string(fd.Name())
 	}
 	return "policy_specifier"
+}
+
+type retryCondition struct {
+	name string
+	bit  RetryOn
+}
+
+// Retry conditions as Envoy spells them in retry_on, and the RetryOn bit
+// of each; any other condition is refused.
+var retryConditions = []retryCondition{
+	{"5xx", Retry5xx},
+	{"gateway-error", RetryGatewayError},
+	{"reset", RetryReset},
+	{"connect-failure", RetryConnectFailure},
+	{"retriable-status-codes", RetryStatusCodes},
+}
+
+// Retry host predicates: the proxy always retries on another instance
+// when there is one, which is what Envoy's previous_hosts predicate asks
+// for, so that one (and only it) is accepted.
+const (
+	previousHostsName = "envoy.retry_host_predicates.previous_hosts"
+	previousHostsType = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+)
+
+// MaxNumRetries bounds a retry policy's num_retries, so that no config
+// makes one request fan out into thousands of tries (Trellis Routes allow
+// 10).
+const MaxNumRetries = 100
+
+// convertRetryPolicy converts a route's retry_policy: retry_on (5xx,
+// gateway-error, reset, connect-failure, retriable-status-codes,
+// comma-separated, spaces around them ignored as in Envoy), num_retries
+// (default 1), per_try_timeout, retriable_status_codes (100..599; kept only
+// with retriable-status-codes, sorted without repeats), retry_back_off
+// (base_interval required when it is set, as in Envoy; defaults 25 ms and
+// 10 times the base) and the previous_hosts host predicate. Every other
+// field is NACKed by name. A policy that retries nothing (empty retry_on,
+// or num_retries 0) is nil: Envoy's retry_on may come from request
+// headers, which the proxy does not read, so such a policy retries nothing
+// in either.
+func convertRetryPolicy(at string, rp *routev3.RetryPolicy) (*RetryPolicy, error) {
+	if err := onlyFields(at, rp, "retry_on", "num_retries", "per_try_timeout", "retriable_status_codes",
+		"retry_back_off", "retry_host_predicate"); err != nil {
+		return nil, err
+	}
+	out := &RetryPolicy{NumRetries: DefaultNumRetries, BackoffBase: DefaultBackoffBase, BackoffMax: 10 * DefaultBackoffBase}
+	for _, c := range strings.Split(rp.GetRetryOn(), ",") {
+		c = strings.TrimSpace(c)
+		if c == "" {
+			continue
+		}
+		i := slices.IndexFunc(retryConditions, func(rc retryCondition) bool { return rc.name == c })
+		if i < 0 {
+			return nil, errAt(join(at, "retry_on"), "%q is not supported (supported: 5xx, gateway-error, reset, connect-failure, retriable-status-codes)", c)
+		}
+		out.On |= retryConditions[i].bit
+	}
+	if n := rp.GetNumRetries(); n != nil {
+		if n.GetValue() > MaxNumRetries {
+			return nil, errAt(join(at, "num_retries"), "%d is more than %d", n.GetValue(), MaxNumRetries)
+		}
+		out.NumRetries = int(n.GetValue())
+	}
+	if d := rp.GetPerTryTimeout(); d != nil {
+		var err error
+		if out.PerTryTimeout, err = duration(join(at, "per_try_timeout"), d); err != nil {
+			return nil, err
+		}
+	}
+	for i, c := range rp.GetRetriableStatusCodes() {
+		if c < 100 || c > 599 {
+			return nil, errAt(index(join(at, "retriable_status_codes"), i), "%d is out of range 100..599", c)
+		}
+		if out.On&RetryStatusCodes != 0 {
+			out.Codes = append(out.Codes, int(c))
+		}
+	}
+	if len(out.Codes) > 0 {
+		slices.Sort(out.Codes)
+		out.Codes = slices.Compact(out.Codes)
+	}
+	if b := rp.GetRetryBackOff(); b != nil {
+		bat := join(at, "retry_back_off")
+		if err := onlyFields(bat, b, "base_interval", "max_interval"); err != nil {
+			return nil, err
+		}
+		if b.GetBaseInterval() == nil {
+			return nil, errAt(join(bat, "base_interval"), "required")
+		}
+		base, err := duration(join(bat, "base_interval"), b.GetBaseInterval())
+		if err != nil {
+			return nil, err
+		}
+		if base == 0 {
+			return nil, errAt(join(bat, "base_interval"), "must be more than 0")
+		}
+		out.BackoffBase, out.BackoffMax = base, 10*base
+		if m := b.GetMaxInterval(); m != nil {
+			most, err := duration(join(bat, "max_interval"), m)
+			if err != nil {
+				return nil, err
+			}
+			if most < base {
+				return nil, errAt(join(bat, "max_interval"), "%s is less than base_interval %s", most, base)
+			}
+			out.BackoffMax = most
+		}
+	}
+	for i, hp := range rp.GetRetryHostPredicate() {
+		if err := checkRetryHostPredicate(index(join(at, "retry_host_predicate"), i), hp); err != nil {
+			return nil, err
+		}
+	}
+	if out.On == 0 || out.NumRetries == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// checkRetryHostPredicate accepts Envoy's previous_hosts predicate (its
+// typed_config, when set, says which extension it is; else its name).
+func checkRetryHostPredicate(at string, hp *routev3.RetryPolicy_RetryHostPredicate) error {
+	if err := onlyFields(at, hp, "name", "typed_config"); err != nil {
+		return err
+	}
+	if tc := hp.GetTypedConfig(); tc != nil {
+		// The type is what follows the URL's last '/', as in Envoy.
+		if u := tc.GetTypeUrl(); u[strings.LastIndexByte(u, '/')+1:] != previousHostsType {
+			return errAt(join(at, "typed_config"), "type %q is not supported (only %s)", u, previousHostsType)
+		}
+		return nil
+	}
+	if hp.GetName() != previousHostsName {
+		return errAt(join(at, "name"), "%q is not supported (only %s)", hp.GetName(), previousHostsName)
+	}
+	return nil
 }
