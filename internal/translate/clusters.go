@@ -175,18 +175,26 @@ func setOutlier(c *clusterv3.Cluster, od *api.OutlierDetection) {
 
 // setCircuitBreakers sets the cluster's circuit_breakers from a
 // TrafficPolicy's connectionPool (nil: none, Envoy's defaults): one
-// DEFAULT priority threshold with max_requests. Envoy's other limits keep
-// their defaults.
+// DEFAULT priority threshold with max_requests and retry_budget
+// (budget_percent and min_retry_concurrency spelled out, defaults filled
+// in), each when the pool sets it. Envoy's other limits keep their
+// defaults.
 func setCircuitBreakers(c *clusterv3.Cluster, cp *api.ConnectionPool) {
-	if cp == nil || cp.MaxRequests == nil {
+	if cp == nil || cp.MaxRequests == nil && cp.RetryBudget == nil {
 		return
 	}
-	c.CircuitBreakers = &clusterv3.CircuitBreakers{
-		Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-			Priority:    corev3.RoutingPriority_DEFAULT,
-			MaxRequests: wrapperspb.UInt32(uint32(*cp.MaxRequests)),
-		}},
+	t := &clusterv3.CircuitBreakers_Thresholds{Priority: corev3.RoutingPriority_DEFAULT}
+	if cp.MaxRequests != nil {
+		t.MaxRequests = wrapperspb.UInt32(uint32(*cp.MaxRequests))
 	}
+	if rb := cp.RetryBudget; rb != nil {
+		percent, minConcurrency := rb.Values()
+		t.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: float64(percent)},
+			MinRetryConcurrency: wrapperspb.UInt32(uint32(minConcurrency)),
+		}
+	}
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
 }
 
 // healthCheckOf is the health check of a cluster's policy (nil: none).

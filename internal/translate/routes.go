@@ -8,7 +8,9 @@ import (
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -41,7 +43,53 @@ func virtualHost(s *service) *routev3.VirtualHost {
 	vh.Routes = append(matchRoutes(s), weightedRoutes(s)...)
 	setHashPolicies(s, vh.Routes)
 	setTimeout(s.route.Spec.TimeoutDuration(), vh.Routes)
+	setRetries(s.route.Spec.Retries, vh.Routes)
 	return vh
+}
+
+// PreviousHostsPredicate is the name of Envoy's retry host predicate that
+// makes a retry choose another instance than the tries before it, which
+// the Trellis proxy always does when it can.
+const PreviousHostsPredicate = "envoy.retry_host_predicates.previous_hosts"
+
+// setRetries gives every route of a Route with retries Envoy's
+// retry_policy (each route its own message): retry_on (the conditions,
+// defaults and retriable-status-codes filled in), num_retries,
+// per_try_timeout when set, retriable_status_codes, retry_back_off with
+// both intervals spelled out, and the previous_hosts host predicate so
+// that an Envoy sidecar, like the Trellis proxy, retries on another
+// instance. A Route without retries, and a service without Route, get no
+// retry_policy: no retries.
+func setRetries(r *api.Retries, routes []*routev3.Route) {
+	if r == nil {
+		return
+	}
+	predicate, err := anypb.New(&previoushostsv3.PreviousHostsPredicate{})
+	if err != nil { // an empty message always marshals
+		panic(err)
+	}
+	base, most := r.BackoffValues()
+	for _, rt := range routes {
+		p := &routev3.RetryPolicy{
+			RetryOn:    strings.Join(r.Conditions(), ","),
+			NumRetries: wrapperspb.UInt32(uint32(*r.Attempts)),
+			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{
+				BaseInterval: durationpb.New(base),
+				MaxInterval:  durationpb.New(most),
+			},
+			RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
+				Name:       PreviousHostsPredicate,
+				ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: predicate},
+			}},
+		}
+		if d := r.PerTryTimeoutDuration(); d > 0 {
+			p.PerTryTimeout = durationpb.New(d)
+		}
+		for _, c := range r.Codes() {
+			p.RetriableStatusCodes = append(p.RetriableStatusCodes, uint32(c))
+		}
+		rt.GetRoute().RetryPolicy = p
+	}
 }
 
 // setTimeout gives every route of a Route with a timeout Envoy's route
