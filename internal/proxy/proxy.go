@@ -47,6 +47,7 @@ type Proxy struct {
 	outliers *outlier.Detector              // ejections keyed by cluster name and address, outlive snapshots
 	health   *health.Checker                // active health checks keyed by cluster name and address, outlive snapshots
 	breakers breaker.Set                    // requests in flight per cluster with max_requests, outlive snapshots
+	budgets  breaker.Budgets                // retry budgets per cluster, outlive snapshots
 	metrics  *stats.Metrics
 	toMesh   *forward.Forwarder // outbound and gateway: pools keyed by instance address
 	toApp    *forward.Forwarder // inbound

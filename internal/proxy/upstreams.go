@@ -32,3 +32,13 @@ func (u upstreams) Acquire(c *model.Cluster) (*breaker.Counter, int64, bool) {
 func (u upstreams) Report(c *model.Cluster, addr string, o outlier.Outcome) {
 	u.p.outliers.Report(c, addr, o)
 }
+
+func (u upstreams) Budget(c *model.Cluster) *breaker.Budget { return u.p.budgets.For(c.Name) }
+
+func (u upstreams) Retried(c *model.Cluster, ok bool) {
+	if ok {
+		u.p.metrics.Retried(c.Name)
+	} else {
+		u.p.metrics.RetryOverflow(c.Name)
+	}
+}

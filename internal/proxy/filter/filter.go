@@ -96,6 +96,10 @@ type Upstreams interface {
 	Acquire(c *model.Cluster) (counter *breaker.Counter, n int64, ok bool)
 	// Report tells outlier detection how an exchange with addr went.
 	Report(c *model.Cluster, addr string, o outlier.Outcome)
+	// Budget is c's retry budget.
+	Budget(c *model.Cluster) *breaker.Budget
+	// Retried counts a retry to c its budget allowed (ok) or refused.
+	Retried(c *model.Cluster, ok bool)
 }
 
 // Deps are what a listener lends the filters of its chain.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/proxy/mesherr"
+	"trellis.dev/trellis/internal/proxy/model"
 )
 
 // Target says where one request goes.
@@ -45,6 +46,11 @@ type Target struct {
 	// failed, also when the request then went to a fallback (outlier
 	// detection counts it against that instance).
 	Outcomes Outcomes
+	// Retry is the route's retry policy, nil for none; Retries allows
+	// each retry and picks its instance (retrypolicy.go). Both are needed
+	// for a retry.
+	Retry   *model.RetryPolicy
+	Retries Retrier
 }
 
 // Outcomes hears of failed connects. It is an interface, not a func, for
@@ -83,6 +89,9 @@ type forwardCtx struct {
 	// reports the cancellation that followed (net/http cancels a request's
 	// context when its connection's reads fail).
 	bodyFailed atomic.Bool
+	// tries are the request's per-try contexts (retrypolicy.go),
+	// cancelled when Forward returns.
+	tries tries
 }
 
 type forwardKey struct{}
@@ -196,7 +205,9 @@ func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, t *Target) {
 		f.forwardH1(w, r, t)
 		return
 	}
-	f.proxy.ServeHTTP(w, r.WithContext(&forwardCtx{Context: r.Context(), target: t, w: w}))
+	fc := &forwardCtx{Context: r.Context(), target: t, w: w}
+	f.proxy.ServeHTTP(w, r.WithContext(fc))
+	fc.tries.end()
 }
 
 // CloseIdleConnections closes pooled connections not in use.

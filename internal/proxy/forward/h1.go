@@ -96,10 +96,11 @@ func (f *Forwarder) forwardH1(w http.ResponseWriter, r *http.Request, t *Target)
 		f.writeError(w, r, t, bodyError(err))
 		return
 	}
-	c, res, err := f.exchange(w, r, t, body)
-	if err == nil && res.StatusCode == http.StatusServiceUnavailable && retriesAppUnavailable(t) && isAppUnavailable(res) {
-		// The body is in memory: it can go to another instance (retry.go).
-		c, res, err = f.retryH1(w, r, t, body, c, res)
+	var ts tries
+	defer ts.end()
+	c, res, err := f.tryH1(w, r, t, body, &ts)
+	if t.retries() {
+		c, res, err = f.retriesH1(w, r, t, body, &ts, c, res, err)
 	}
 	if err != nil {
 		f.writeError(w, r, t, err)
@@ -107,6 +108,61 @@ func (f *Forwarder) forwardH1(w http.ResponseWriter, r *http.Request, t *Target)
 	}
 	// From here buf is free again: the body was sent, and no retry comes.
 	f.relay(w, r, t, c, res, buf)
+}
+
+// tryH1 is one try of r to t (retrypolicy.go): the exchange, an
+// app_unavailable answer sent on to the fallbacks (the body is in memory:
+// retry.go), under the per-try timeout if any.
+func (f *Forwarder) tryH1(w http.ResponseWriter, r *http.Request, t *Target, body []byte, ts *tries) (*h1Conn, *http.Response, error) {
+	tr, expired := ts.start(r, t)
+	c, res, err := f.exchange(w, tr, t, body)
+	if err == nil && res.StatusCode == http.StatusServiceUnavailable && retriesAppUnavailable(t) && isAppUnavailable(res) {
+		c, res, err = f.retryH1(w, tr, t, body, c, res)
+	}
+	if expired() {
+		addr := t.Addr
+		if err == nil {
+			// The head came as the timer fired: the try's context is
+			// cancelled, so the connection cannot be relayed from.
+			addr = c.addr
+			c.done()
+			c.close()
+		}
+		return nil, nil, tryTimeout(t, addr)
+	}
+	return c, res, err
+}
+
+// retriesH1 sends r again while the policy, the retries left and t's
+// Retrier allow (retrypolicy.go), and returns the last try's outcome.
+func (f *Forwarder) retriesH1(w http.ResponseWriter, r *http.Request, t *Target, body []byte, ts *tries,
+	c *h1Conn, res *http.Response, err error) (*h1Conn, *http.Response, error) {
+	for n := 1; n <= t.Retry.NumRetries; n++ {
+		status, ok := retryable(t.Retry, r, res, err)
+		if !ok {
+			break
+		}
+		addr := t.Addr
+		if c != nil {
+			addr = c.addr
+		}
+		next, ok := t.Retries.Retry(addr, status)
+		if !ok {
+			break
+		}
+		if res != nil {
+			f.discardH1(c, res)
+			c, res = nil, nil
+		}
+		if !backoff(r.Context(), t.Retry, n) {
+			return nil, nil, r.Context().Err()
+		}
+		f.log.Debug("retrying", "addr", addr, "status", status, "next", next, "retry", n)
+		again := *t
+		again.Addr = next
+		c, res, err = f.tryH1(w, r, &again, body, ts)
+	}
+	return c, res, err
 }
 
 // exchange sends r with body to t and returns the final response's head

@@ -78,7 +78,7 @@ func (t *Transport) CloseIdleConnections() {
 // could not reach its app and the body can be sent again (retry.go), it
 // tries the target's fallbacks, up to maxFallbacks; when all fail it
 // returns an upstream_connect_failed or app_unavailable error, the last
-// try's.
+// try's. Then the route's retry policy may send it again (retrypolicy.go).
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt := t.h1
 	if req.ProtoMajor == 2 {
@@ -90,15 +90,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	retryApp := retriesAppUnavailable(tgt)
+	replay := retryApp || tgt.retries()
 
 	var body *replayBody
 	if req.Body != nil && req.Body != http.NoBody {
-		// Kept for an app_unavailable answer when it may be short enough;
-		// read whole first when its length says so (as the fast path does),
-		// unless the client waits for 100 Continue.
-		body = newReplayBody(req.Body, retryApp && req.ContentLength <= maxReplayBody)
+		// Kept for another try when it may be short enough; read whole
+		// first when its length says so (as the fast path does), unless
+		// the client waits for 100 Continue.
+		body = newReplayBody(req.Body, replay && req.ContentLength <= maxReplayBody)
 		body.fc = forwardFrom(req.Context())
-		if retryApp && req.ContentLength > 0 && req.ContentLength <= maxReplayBody && req.Header["Expect"] == nil {
+		if replay && req.ContentLength > 0 && req.ContentLength <= maxReplayBody && req.Header["Expect"] == nil {
 			if err := body.fill(req.ContentLength); err != nil {
 				return nil, err
 			}
@@ -108,7 +109,73 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// pooled one turns out dead before anything was written.
 		req.GetBody = body.getBody
 	}
+	defer body.stopKeeping()
 
+	var ts *tries
+	if fc := forwardFrom(req.Context()); fc != nil {
+		ts = &fc.tries
+	} else {
+		ts = &tries{}
+		defer ts.end()
+	}
+	resp, addr, err := t.try(rt, req, tgt, body, ts)
+	if !tgt.retries() {
+		return resp, err
+	}
+	for n := 1; n <= tgt.Retry.NumRetries; n++ {
+		status, ok := retryable(tgt.Retry, req, resp, err)
+		if !ok {
+			break
+		}
+		again, ok := body.again()
+		if !ok {
+			break // the body cannot be sent again: the answer passes through
+		}
+		next, ok := tgt.Retries.Retry(addr, status)
+		if !ok {
+			break
+		}
+		if resp != nil {
+			discard(resp)
+			resp = nil
+		}
+		if !backoff(req.Context(), tgt.Retry, n) {
+			return nil, req.Context().Err()
+		}
+		t.log.Debug("retrying", "addr", addr, "status", status, "next", next, "retry", n)
+		r2 := withHost(req, next)
+		if again != nil {
+			r2.Body = again
+		}
+		resp, addr, err = t.try(rt, r2, tgt, body, ts)
+	}
+	return resp, err
+}
+
+// try is one try of req (retrypolicy.go): to its host, then to the
+// target's fallbacks after a failed connect or an app_unavailable answer,
+// under the per-try timeout if any. It returns the answer or error of the
+// last instance tried, and its address.
+func (t *Transport) try(rt http.RoundTripper, req *http.Request, tgt *Target, body *replayBody, ts *tries) (*http.Response, string, error) {
+	req, expired := ts.start(req, tgt)
+	resp, err := t.fallbacks(rt, req, tgt, body)
+	if expired() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return nil, req.URL.Host, tryTimeout(tgt, req.URL.Host)
+	}
+	addr := req.URL.Host
+	if resp != nil && resp.Request != nil {
+		addr = resp.Request.URL.Host
+	}
+	return resp, addr, err
+}
+
+// fallbacks sends req to its host and, after a failed connect or an
+// app_unavailable answer, to the target's fallbacks.
+func (t *Transport) fallbacks(rt http.RoundTripper, req *http.Request, tgt *Target, body *replayBody) (*http.Response, error) {
+	retryApp := retriesAppUnavailable(tgt)
 	var (
 		fallbacks []string
 		listed    bool
@@ -122,21 +189,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			if err = checkStatus(resp); err != nil {
 				resp.Body.Close()
-				body.stopKeeping()
 				return nil, err
 			}
 		}
 		var again io.ReadCloser
 		if err == nil {
 			if !retryApp || !isAppUnavailable(resp) {
-				body.stopKeeping()
 				return resp, nil
 			}
 			// The instance's sidecar could not connect to its app: nothing
 			// reached it, as after a failed connect (retry.go).
 			var ok bool
 			if again, ok = body.again(); !ok {
-				body.stopKeeping()
 				return resp, nil // the body cannot be sent again: passed through
 			}
 			discard(resp)
@@ -155,7 +219,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			fallbacks, listed = fallbackList(tgt, t.maxFallbacks), true
 		}
 		if len(fallbacks) == 0 {
-			body.stopKeeping()
 			if err != nil {
 				return nil, connectFailed(err, tgt, connects, req.URL.Host)
 			}

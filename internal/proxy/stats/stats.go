@@ -41,6 +41,8 @@ type Metrics struct {
 	tunnelBytes   *prometheus.CounterVec
 	ejections     *prometheus.CounterVec
 	overflows     *prometheus.CounterVec
+	retries       *prometheus.CounterVec
+	retryOverflow *prometheus.CounterVec
 	hcFailures    *prometheus.CounterVec
 	hcUnhealthy   *prometheus.CounterVec
 
@@ -90,6 +92,14 @@ func New(xdsConnected func() bool) *Metrics {
 		Name: "trellis_proxy_circuit_breaker_overflows_total",
 		Help: "Requests answered 503 overloaded because their cluster had max_requests in flight (circuit breaker), by cluster.",
 	}, []string{"cluster"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_retries_total",
+		Help: "Requests sent again by their route's retry policy, by cluster.",
+	}, []string{"cluster"})
+	m.retryOverflow = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_retry_budget_overflows_total",
+		Help: "Retries not made because their cluster's retry budget was spent, by cluster.",
+	}, []string{"cluster"})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "trellis_proxy_xds_connected",
 		Help: "1 while the xDS stream to the control plane is up.",
@@ -99,7 +109,7 @@ func New(xdsConnected func() bool) *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, m.tunnels, m.tunnelBytes, m.ejections, m.overflows, connected)
+	m.Registry.MustRegister(m.requests, m.duration, m.configUpdates, m.rejected, m.tunnels, m.tunnelBytes, m.ejections, m.overflows, m.retries, m.retryOverflow, connected)
 	m.hcFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trellis_proxy_health_check_failures_total",
 		Help: "Active health check probes that failed, by cluster.",
@@ -187,6 +197,12 @@ func (m *Metrics) OutlierEjected(cluster string) { m.ejections.WithLabelValues(c
 // CircuitBreakerOverflow counts one request to cluster refused by its
 // circuit breaker.
 func (m *Metrics) CircuitBreakerOverflow(cluster string) { m.overflows.WithLabelValues(cluster).Inc() }
+
+// Retried counts one retry to cluster.
+func (m *Metrics) Retried(cluster string) { m.retries.WithLabelValues(cluster).Inc() }
+
+// RetryOverflow counts one retry to cluster its retry budget refused.
+func (m *Metrics) RetryOverflow(cluster string) { m.retryOverflow.WithLabelValues(cluster).Inc() }
 
 // HealthCheckFailed counts one failed health check probe of an endpoint of
 // cluster.

@@ -104,11 +104,22 @@ func (f *routerFilter) Serve(r *filter.Request, _ filter.Handler) {
 		hr = hr.WithContext(ctx)
 	}
 	r.Attempt = 1
+	if p := r.Route.Retry; p != nil && p.NumRetries > 0 {
+		// The cluster's retry budget counts the requests that may retry.
+		x.req, x.key = r, balancer.KeyOf(r.Route.HashPolicies, r.HTTP)
+		x.budget, x.retryBudget = f.up.Budget(r.Cluster), model.DefaultRetryBudget
+		if b := r.Cluster.RetryBudget; b != nil {
+			x.retryBudget = *b
+		}
+		x.budget.Begin()
+		defer func() { x.budget.End(x.retries) }()
+		x.target.Retry, x.target.Retries = p, x
+	}
 	f.fwd.Forward(&r.Response, hr, &x.target)
 	if r.Cluster.Outlier != nil && !x.connectFailed {
 		// After a failed connect the answer may come from a fallback
 		// instance: only the failed connects (ConnectFailed) count.
-		f.up.Report(r.Cluster, x.target.Addr, outlier.Outcome{Status: r.Response.Status()})
+		f.up.Report(r.Cluster, r.Endpoint, outlier.Outcome{Status: r.Response.Status()})
 	}
 }
 
@@ -165,6 +176,58 @@ type exchange struct {
 	// connectFailed: a connect failed on the way (outlier detection has
 	// been told).
 	connectFailed bool
+
+	// For a route with retries: the request, its hash key, the cluster's
+	// budget, and the retries it allowed.
+	req         *filter.Request
+	key         balancer.HashKey
+	budget      *breaker.Budget
+	retryBudget model.RetryBudget
+	retries     int
+}
+
+// Retry allows one more retry if the cluster's retry budget has room, and
+// picks its instance: by the balancer, another than the one that failed
+// when the cluster has another (forward.Retrier).
+func (x *exchange) Retry(addr string, status int) (string, bool) {
+	if x.cluster.Outlier != nil && status != 0 {
+		// A failed try counts against its instance; tries without an
+		// answer are counted where they fail (ConnectFailed).
+		x.up.Report(x.cluster, addr, outlier.Outcome{Status: status})
+	}
+	ok := x.budget.TryRetry(x.retryBudget.Percent, x.retryBudget.MinConcurrency)
+	x.up.Retried(x.cluster, ok)
+	if !ok {
+		return "", false
+	}
+	x.retries++
+	next := x.nextInstance(addr)
+	x.req.Attempt++
+	x.req.Endpoint = next
+	return next, true
+}
+
+// nextInstance is the instance for a retry after one at addr failed: the
+// balancer's pick, drawn again (a few times) while it is addr; then any
+// other healthy instance; addr itself when it is the only one.
+func (x *exchange) nextInstance(addr string) string {
+	// The cluster as the request's pick saw it: ejections since are
+	// not looked up again.
+	view := x.cluster
+	for range 3 {
+		ep, inflight, ok := x.up.Pick(view, x.key)
+		inflight.Done() // the try is counted by the request's own pick
+		if !ok {
+			break
+		}
+		if ep.Address != addr {
+			return ep.Address
+		}
+	}
+	if others := balancer.Others(view, addr, 1); len(others) > 0 {
+		return others[0]
+	}
+	return addr
 }
 
 // ConnectFailed counts a failed connect against the instance at addr.
