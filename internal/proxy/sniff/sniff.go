@@ -75,6 +75,9 @@ type Result struct {
 	// 4 KiB); empty otherwise.
 	SNI  string
 	ALPN []string
+	// Silent: TCP because no byte came within the first wait (a protocol
+	// where the server speaks first, or a client still silent).
+	Silent bool
 }
 
 type sniffer struct {
@@ -146,7 +149,7 @@ func Detect(conn net.Conn, r *bufio.Reader, first, total time.Duration) (Result,
 			}
 			// Silence within the first wait, undecided at the deadline, a
 			// full buffer, or bytes and then the end: TCP.
-			return Result{Protocol: TCP}, nil
+			return Result{Protocol: TCP, Silent: len(b) == 0}, nil
 		}
 		n = len(b) + 1
 		if n > r.Size() {
@@ -176,3 +179,7 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// ErrNotSocket is DetectPeek's answer for a connection it cannot peek at:
+// not a socket (syscall.Conn), or not on Linux. Nothing was read.
+var ErrNotSocket = errors.New("sniff: cannot peek at this connection")
