@@ -21,7 +21,8 @@ var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); ret
 // the answer; the relay ends when both did, when either fails, or when no
 // byte went either way for idle. Then both connections are closed.
 type relay struct {
-	client *conn
+	client net.Conn
+	r      io.Reader // reads client: through a hijack's buffer, or client itself
 	up     net.Conn
 	idle   time.Duration
 	last   atomic.Int64 // unix nanoseconds of the last byte either way
@@ -29,8 +30,8 @@ type relay struct {
 	closeOnce sync.Once
 }
 
-func newRelay(client *conn, up net.Conn, idle time.Duration) *relay {
-	rl := &relay{client: client, up: up, idle: idle}
+func newRelay(client net.Conn, r io.Reader, up net.Conn, idle time.Duration) *relay {
+	rl := &relay{client: client, r: r, up: up, idle: idle}
 	rl.last.Store(time.Now().UnixNano())
 	return rl
 }
@@ -38,9 +39,9 @@ func newRelay(client *conn, up net.Conn, idle time.Duration) *relay {
 // down copies up → client until up's end of stream or a failure.
 func (rl *relay) down() (int64, error) { return rl.copy(rl.client, rl.up, rl.up) }
 
-// upstream copies client → up, reading through the client's buffer (the
-// bytes sniffing peeked at come first).
-func (rl *relay) upstream() (int64, error) { return rl.copy(rl.up, rl.client, rl.client.r) }
+// upstream copies client → up, reading through r (for a hijacked tunnel,
+// its buffer: the bytes sniffing peeked at come first).
+func (rl *relay) upstream() (int64, error) { return rl.copy(rl.up, rl.client, rl.r) }
 
 func (rl *relay) copy(dst, src net.Conn, r io.Reader) (int64, error) {
 	bp := relayBufs.Get().(*[]byte)
@@ -69,6 +70,46 @@ func (rl *relay) copy(dst, src net.Conn, r io.Reader) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// run runs both directions: up → client at once, client → up after before
+// (sniffing, if not nil) returns, until both ended or either failed; then
+// it closes both. err is the first failure, if any.
+func (rl *relay) run(before func() error) (sent, received int64, err error) {
+	recv := make(chan int64, 1)
+	go func() {
+		n, err := rl.down()
+		if err != nil {
+			rl.close()
+		}
+		recv <- n
+	}()
+	if before != nil {
+		err = before()
+	}
+	if err == nil {
+		sent, err = rl.upstream()
+	}
+	if err != nil {
+		rl.close()
+	}
+	received = <-recv
+	rl.close()
+	return sent, received, err
+}
+
+// Relay relays client ↔ up until both directions ended, then closes both:
+// each direction passes its source's end of stream on as a half-close
+// (CloseWrite), so a client that shuts down its sending side still gets
+// the answer; either side failing, or no byte either way for idle
+// (DefaultIdleTimeout when zero), ends both. It returns the bytes relayed
+// client → up (sent) and up → client (received), and the first failure
+// (net.ErrClosed when the caller closed a connection to stop it).
+func Relay(client, up net.Conn, idle time.Duration) (sent, received int64, err error) {
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	return newRelay(client, client, up, idle).run(nil)
 }
 
 // touch marks activity.

@@ -195,7 +195,7 @@ func (s *Server) ServeMesh(w http.ResponseWriter, r *http.Request, pick func() (
 	}
 	info.Upstream = addr
 	s.log.Debug("tunnel open, relayed", "target", c.target, "instance", addr, "protocol", res.Protocol, "sni", res.SNI, "alpn", res.ALPN)
-	s.runRelay(newRelay(c, up, s.idleTimeout()), &info, nil)
+	s.runRelay(newRelay(c, c.r, up, s.idleTimeout()), &info, nil)
 }
 
 // ServeExternal serves a CONNECT to a host outside the mesh, to which the
@@ -211,7 +211,7 @@ func (s *Server) ServeExternal(w http.ResponseWriter, r *http.Request, up net.Co
 		return
 	}
 	info := Info{Target: c.target, External: true, Upstream: up.RemoteAddr().String()}
-	rl := newRelay(c, up, s.idleTimeout())
+	rl := newRelay(c, c.r, up, s.idleTimeout())
 	s.runRelay(rl, &info, func() error {
 		// Only for the log and metrics: the client's bytes wait for it
 		// FirstByteWait at most.
@@ -240,26 +240,8 @@ func (s *Server) runRelay(rl *relay, info *Info, before func() error) {
 		s.relays--
 		s.mu.Unlock()
 	}()
-	received := make(chan int64, 1)
-	go func() {
-		n, err := rl.down()
-		if err != nil {
-			rl.close()
-		}
-		received <- n
-	}()
 	var err error
-	if before != nil {
-		err = before()
-	}
-	if err == nil {
-		info.Sent, err = rl.upstream()
-	}
-	if err != nil {
-		rl.close()
-	}
-	info.Received = <-received
-	rl.close()
+	info.Sent, info.Received, err = rl.run(before)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Debug("tunnel relay ended", "target", info.Target, "error", err)
 	}
