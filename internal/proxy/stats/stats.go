@@ -45,6 +45,8 @@ type Metrics struct {
 	retryOverflow *prometheus.CounterVec
 	hcFailures    *prometheus.CounterVec
 	hcUnhealthy   *prometheus.CounterVec
+	inboundConns  *prometheus.CounterVec
+	inboundBytes  *prometheus.CounterVec
 
 	cache sync.Map // seriesKey → *series
 }
@@ -119,6 +121,15 @@ func New(xdsConnected func() bool) *Metrics {
 		Help: "Endpoints marked unhealthy by active health checks (unhealthy_threshold failed probes in a row), by cluster.",
 	}, []string{"cluster"})
 	m.Registry.MustRegister(m.hcFailures, m.hcUnhealthy)
+	m.inboundConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_inbound_connections_total",
+		Help: "Connections the inbound listener took, by protocol (http/1.1, h2, tls, tcp) and how it was known (sniffed: from the first bytes; silence: no byte within the wait, a server-first protocol; declared: --app-protocol). http/1.1 and h2 are served as HTTP, tls and tcp relayed to the app.",
+	}, []string{"protocol", "by"})
+	m.inboundBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trellis_proxy_inbound_relay_bytes_total",
+		Help: "Bytes relayed between peers and the app by the inbound listener's TCP relays, by direction (received: peer to app; sent: app to peer), counted when a relay ends.",
+	}, []string{"direction"})
+	m.Registry.MustRegister(m.inboundConns, m.inboundBytes)
 	return m
 }
 
@@ -188,6 +199,20 @@ func (m *Metrics) ObserveTunnel(destination, protocol string, relayed bool, sent
 		m.tunnelBytes.WithLabelValues(destination, "received").Add(float64(received))
 	}
 	m.tunnels.WithLabelValues(destination, protocol, mode).Inc()
+}
+
+// InboundConnection counts one connection the inbound listener took, by the
+// protocol it speaks and how that was known ("sniffed", "silence",
+// "declared").
+func (m *Metrics) InboundConnection(protocol, by string) {
+	m.inboundConns.WithLabelValues(protocol, by).Inc()
+}
+
+// InboundRelayed records the bytes of one ended inbound TCP relay: received
+// from the peer (to the app) and sent to it (from the app).
+func (m *Metrics) InboundRelayed(received, sent int64) {
+	m.inboundBytes.WithLabelValues("received").Add(float64(received))
+	m.inboundBytes.WithLabelValues("sent").Add(float64(sent))
 }
 
 // OutlierEjected counts one endpoint of cluster ejected by outlier
