@@ -41,6 +41,13 @@ type Config struct {
 	// ReadyGRPC: the app must answer the standard gRPC health check
 	// (grpc.health.v1, service "") with SERVING.
 	ReadyGRPC bool
+	// AppProtocol is what the app speaks on AppPort, when declared: "http",
+	// "http2" or "grpc" (the inbound listener serves HTTP only, as before
+	// detection), "tcp" or "tls" (every inbound connection is relayed to
+	// the app as TCP, bytes untouched, without waiting for the first
+	// bytes). Empty: detected per connection from its first bytes
+	// (docs/protocols.md).
+	AppProtocol string
 	// XDSMaxRecvBytes bounds one xDS response. Default 64 MiB.
 	XDSMaxRecvBytes int
 	Logger          *slog.Logger
@@ -118,6 +125,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReadyPath != "" && c.ReadyGRPC {
 		return c, badField("ReadyGRPC", "choose an HTTP (ReadyPath) or a gRPC readiness check, not both")
+	}
+	if !validAppProtocol(c.AppProtocol) {
+		return c, badField("AppProtocol", "%q is not one of %s (empty: detect)", c.AppProtocol, AppProtocols)
+	}
+	if c.AppProtocol != "" && (c.Role != meshxds.RoleSidecar || c.AppPort == 0) {
+		return c, badField("AppProtocol", "only a sidecar with an app (AppPort) has an app protocol")
 	}
 	for _, f := range []struct {
 		field string

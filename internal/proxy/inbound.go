@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"trellis.dev/trellis/internal/proxy/filter"
@@ -12,9 +10,12 @@ import (
 	"trellis.dev/trellis/internal/proxy/stats"
 )
 
-// inboundHandler takes mesh traffic from peers to the app on
+// inboundHandler takes mesh HTTP traffic from peers to the app on
 // 127.0.0.1:AppPort. Every response says which service and version answered
-// (x-trellis-service, x-trellis-version), errors made here included.
+// (x-trellis-service, x-trellis-version), errors made here included. It
+// sees only the connections found to speak HTTP (or all of them when the
+// app declared an HTTP protocol); TLS and other TCP are relayed to the app
+// before any HTTP server reads them (inbound_detect.go).
 //
 // The target is the app (forward.Target.App): a failed connect to it is
 // answered 503 app_unavailable (nothing reached the app, so the calling
@@ -30,7 +31,7 @@ type inboundHandler struct {
 
 func newInboundHandler(p *Proxy) *inboundHandler {
 	return &inboundHandler{p: p, target: &forward.Target{
-		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(p.cfg.AppPort)),
+		Addr:    appAddr(&p.cfg),
 		Service: p.cfg.Service,
 		Version: p.cfg.Version,
 		App:     true,

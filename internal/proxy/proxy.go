@@ -206,7 +206,13 @@ func (p *Proxy) bind() error {
 			return badField(w.field, "listen on %s: %v", w.addr, err)
 		}
 		lln := newLimitListener(ln, w.name, c.MaxConnections, p.metrics, p.log)
-		p.listeners = append(p.listeners, &listener{name: w.name, ln: lln, srv: p.newServer(w.name, w.handler)})
+		var srv listenerServer = p.newServer(w.name, w.handler)
+		if w.name == stats.Inbound {
+			// Protocol detection first: HTTP to srv, the rest relayed to
+			// the app (inbound_detect.go).
+			srv = p.newInboundServer(srv.(*h1server.Server))
+		}
+		p.listeners = append(p.listeners, &listener{name: w.name, ln: lln, srv: srv})
 	}
 	ln, err := net.Listen("tcp", c.AdminAddr)
 	if err != nil {
