@@ -85,6 +85,7 @@ type proxyFlags struct {
 	readyPath                                       string
 	readyGRPC                                       bool
 	xdsMaxRecv                                      int
+	appProtocol                                     string
 }
 
 func (f *proxyFlags) register(cmd *cobra.Command) {
@@ -101,6 +102,9 @@ func (f *proxyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.readyGRPC, "ready-grpc", false,
 		"the app must answer the gRPC health check (grpc.health.v1) with SERVING before the instance takes traffic")
 	cmd.Flags().IntVar(&f.xdsMaxRecv, "xds-max-recv-bytes", proxy.DefaultXDSMaxRecvBytes, "largest xDS response this proxy accepts")
+	cmd.Flags().StringVar(&f.appProtocol, "app-protocol", "",
+		"what the app speaks: "+strings.Join(proxy.AppProtocols, ", ")+
+			" (default: detected per inbound connection from its first bytes; tcp and tls relay every connection untouched, see docs/protocols.md)")
 }
 
 func newProxyCmd() *cobra.Command {
@@ -124,6 +128,7 @@ func newProxyCmd() *cobra.Command {
 			Address: f.address, AppPort: appPort, InboundPort: f.inbound, OutboundPort: f.outbound,
 			AdminAddr: f.admin, ControlAddr: f.control,
 			ReadyPath: f.readyPath, ReadyGRPC: f.readyGRPC, XDSMaxRecvBytes: f.xdsMaxRecv,
+			AppProtocol: f.appProtocol,
 		}))
 	}
 	return cmd
@@ -194,7 +199,7 @@ func newRunCmd() *cobra.Command {
 		code, err := run.Run(cmd.Context(), run.Config{
 			Service: f.service, Version: f.version, Zone: f.zone, Port: port, Address: f.address,
 			InboundPort: f.inbound, OutboundPort: f.outbound, AdminAddr: f.admin, Control: f.control,
-			ReadyPath: f.readyPath, ReadyGRPC: f.readyGRPC, XDSMaxRecvBytes: f.xdsMaxRecv,
+			ReadyPath: f.readyPath, ReadyGRPC: f.readyGRPC, XDSMaxRecvBytes: f.xdsMaxRecv, AppProtocol: f.appProtocol,
 			MaxHeaderBytes: lim.maxHeaderBytes, MaxHeaders: lim.maxHeaders, MaxConnections: lim.maxConnections,
 			Drain: drain, Args: args, Stdin: cmd.InOrStdin(), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
 			Logger: logger(cmd),

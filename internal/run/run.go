@@ -38,6 +38,9 @@ type Config struct {
 	ReadyPath       string
 	ReadyGRPC       bool
 	XDSMaxRecvBytes int
+	// AppProtocol is what the app speaks, when declared (proxy.Config):
+	// tcp or tls relay every inbound connection without detection.
+	AppProtocol string
 	// Input limits of the sidecar's listeners (proxy.Config); 0: defaults.
 	MaxHeaderBytes, MaxHeaders, MaxConnections int
 	ReadyTimeout                               time.Duration
@@ -78,6 +81,7 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 		ReadyPath:       cfg.ReadyPath,
 		ReadyGRPC:       cfg.ReadyGRPC,
 		XDSMaxRecvBytes: cfg.XDSMaxRecvBytes,
+		AppProtocol:     cfg.AppProtocol,
 		MaxHeaderBytes:  cfg.MaxHeaderBytes,
 		MaxHeaders:      cfg.MaxHeaders,
 		MaxConnections:  cfg.MaxConnections,
