@@ -136,22 +136,21 @@ func (f *routerFilter) pick(r *filter.Request) (*exchange, *mesherr.Error) {
 		return nil, mesherr.New(mesherr.NoRoute, "route %q for host %q has no destination", rt.Name, routing.NormalizeHost(r.HTTP.Host))
 	}
 	r.Service, r.Version = meshxds.SplitClusterName(name)
-	dest := mesherr.Dest(r.Service, r.Version)
 	cluster := f.up.View(r.Snapshot.Clusters[name])
 	if cluster == nil {
-		return nil, mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", dest)
+		return nil, mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", mesherr.Dest(r.Service, r.Version))
 	}
 	r.Cluster = cluster
 	ep, inflight, ok := f.up.Pick(cluster, balancer.KeyOf(rt.HashPolicies, r.HTTP))
 	if !ok {
-		return nil, mesherr.New(mesherr.NoHealthyUpstream, "%s has no healthy instance", dest)
+		return nil, mesherr.New(mesherr.NoHealthyUpstream, "%s has no healthy instance", mesherr.Dest(r.Service, r.Version))
 	}
 	// The circuit breaker: over the cluster's max_requests the request is
 	// answered at once, never queued.
 	cb, n, ok := f.up.Acquire(cluster)
 	if !ok {
 		inflight.Done()
-		return nil, mesherr.New(mesherr.Overloaded, "%s: %d requests in flight, the limit (TrafficPolicy connectionPool.maxRequests)", dest, n)
+		return nil, mesherr.New(mesherr.Overloaded, "%s: %d requests in flight, the limit (TrafficPolicy connectionPool.maxRequests)", mesherr.Dest(r.Service, r.Version), n)
 	}
 	r.Endpoint = ep.Address
 	x := &exchange{up: f.up, cluster: cluster, inflight: inflight, breaker: cb}
