@@ -57,6 +57,8 @@ func TestRouteTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			drain(m.v1.arrived)
+			drain(m.v1.gone)
 			r := do(t, tt.client, tt.req)
 			if r.code != http.StatusGatewayTimeout || r.header.Get(meshxds.HeaderError) != "upstream_timeout" {
 				t.Fatalf("%d %q %q, want 504 upstream_timeout", r.code, r.header.Get(meshxds.HeaderError), r.body)
@@ -74,11 +76,30 @@ func TestRouteTimeout(t *testing.T) {
 			select {
 			case <-m.v1.gone:
 			case <-time.After(10 * time.Second):
-				t.Fatal("the app's request was not cancelled")
+				// A short deadline (50 ms) can pass on a loaded machine
+				// before the request reaches the app at all: then there
+				// is nothing to cancel.
+				select {
+				case <-m.v1.arrived:
+					t.Fatal("the app's request was not cancelled")
+				default:
+					t.Log("the deadline passed before the request reached the app")
+				}
 			}
 		})
 	}
 	if r := do(t, h1, newRequest(t, "GET", "http://reviews/fast", "", nil)); r.code != 200 {
 		t.Fatalf("fast request after the timeouts: %d %q", r.code, r.body)
+	}
+}
+
+// drain empties a buffered channel of what earlier requests left in it.
+func drain(c chan struct{}) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
 	}
 }
