@@ -33,6 +33,10 @@ type Transport struct {
 var _ http.RoundTripper = (*Transport)(nil)
 
 // NewTransport returns a Transport with its own pools.
+// expectContinueTimeout is how long a request with Expect: 100-continue
+// waits for the instance's answer before its body is sent anyway.
+const expectContinueTimeout = time.Second
+
 func NewTransport(log *slog.Logger) *Transport {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -53,6 +57,14 @@ func NewTransport(log *slog.Logger) *Transport {
 			IdleConnTimeout:     idleConnTimeout,
 			// A proxy passes bodies through as they are: no transparent gzip.
 			DisableCompression: true,
+			// Expect: 100-continue end to end: the request's head goes
+			// first and its body only after the instance's 100 (relayed to
+			// the client, which then sends it; net/http sends no 100 of
+			// its own once one was written), its final answer (the body
+			// is never read: no 100 reaches the client), or this long
+			// without either (an instance that ignores Expect; curl waits
+			// as long).
+			ExpectContinueTimeout: expectContinueTimeout,
 			Protocols:          p,
 			HTTP2: &http.HTTP2Config{
 				// Notice a dead peer on a long-lived h2 connection.
