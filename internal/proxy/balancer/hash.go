@@ -1,9 +1,12 @@
 package balancer
 
 import (
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"trellis.dev/trellis/internal/proxy/model"
 )
@@ -26,10 +29,30 @@ type HashKey struct {
 // app, so every request's source IP is 127.0.0.1 and a sourceIP policy
 // sends all of one pod's calls to one instance.
 func KeyOf(policies []model.HashPolicy, r *http.Request) HashKey {
+	key, _ := keyOf(policies, r, false)
+	return key
+}
+
+// KeyOfCreating is KeyOf, but a cookie policy with a TTL whose cookie the
+// request lacks makes one, as Envoy does: a random value is the request's
+// key, and the cookie (Max-Age the TTL, HttpOnly, Path /) is returned to
+// be set on the answer, so that the client's next requests carry it and
+// go to the same instance while the ring holds it.
+func KeyOfCreating(policies []model.HashPolicy, r *http.Request) (HashKey, []*http.Cookie) {
+	return keyOf(policies, r, true)
+}
+
+func keyOf(policies []model.HashPolicy, r *http.Request, create bool) (HashKey, []*http.Cookie) {
 	var key HashKey
+	var made []*http.Cookie
 	for i := range policies {
 		p := &policies[i]
 		v, ok := hashValue(p, r)
+		if !ok && create && p.Kind == model.HashCookie && p.CookieTTL > 0 {
+			v, ok = newCookieValue(), true
+			made = append(made, &http.Cookie{Name: p.Name, Value: v, Path: "/",
+				MaxAge: max(1, int(p.CookieTTL/time.Second)), HttpOnly: true})
+		}
 		if !ok {
 			continue
 		}
@@ -43,7 +66,12 @@ func KeyOf(policies []model.HashPolicy, r *http.Request) HashKey {
 			break
 		}
 	}
-	return key
+	return key, made
+}
+
+// newCookieValue is a fresh random cookie value: 16 hex digits.
+func newCookieValue() string {
+	return strconv.FormatUint(rand.Uint64()|1<<63, 16)
 }
 
 func hashValue(p *model.HashPolicy, r *http.Request) (string, bool) {

@@ -65,7 +65,7 @@ func NewTransport(log *slog.Logger) *Transport {
 			// without either (an instance that ignores Expect; curl waits
 			// as long).
 			ExpectContinueTimeout: expectContinueTimeout,
-			Protocols:          p,
+			Protocols:             p,
 			HTTP2: &http.HTTP2Config{
 				// Notice a dead peer on a long-lived h2 connection.
 				SendPingTimeout: 30 * time.Second,

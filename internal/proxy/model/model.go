@@ -89,8 +89,9 @@ type HashPolicy struct {
 	Name string `json:"name,omitempty"`
 	// HeaderKey is Name in http.Header's canonical form (for a header).
 	HeaderKey string `json:"-"`
-	// CookieTTL, when set, is Envoy's "create the cookie if absent"; the
-	// proxy does not create cookies yet (a request without it has no key).
+	// CookieTTL, when set, is Envoy's "create the cookie if absent": a
+	// request without it gets a new random value as its key, and the
+	// answer sets the cookie (balancer.KeyOfCreating).
 	CookieTTL time.Duration `json:"-"`
 	// CookieTTLText is CookieTTL for people ("1h0m0s"), in config dumps.
 	CookieTTLText string `json:"cookieTTL,omitempty"`

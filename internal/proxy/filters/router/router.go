@@ -10,6 +10,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	"google.golang.org/protobuf/proto"
@@ -106,7 +107,7 @@ func (f *routerFilter) Serve(r *filter.Request, _ filter.Handler) {
 	r.Attempt = 1
 	if p := r.Route.Retry; p != nil && p.NumRetries > 0 {
 		// The cluster's retry budget counts the requests that may retry.
-		x.req, x.key = r, balancer.KeyOf(r.Route.HashPolicies, r.HTTP)
+		x.req = r
 		x.budget, x.retryBudget = f.up.Budget(r.Cluster), model.DefaultRetryBudget
 		if b := r.Cluster.RetryBudget; b != nil {
 			x.retryBudget = *b
@@ -141,7 +142,15 @@ func (f *routerFilter) pick(r *filter.Request) (*exchange, *mesherr.Error) {
 		return nil, mesherr.New(mesherr.NoHealthyUpstream, "%s is not known to this proxy", mesherr.Dest(r.Service, r.Version))
 	}
 	r.Cluster = cluster
-	ep, inflight, ok := f.up.Pick(cluster, balancer.KeyOf(rt.HashPolicies, r.HTTP))
+	key, cookies := balancer.KeyOfCreating(rt.HashPolicies, r.HTTP)
+	if cookies != nil {
+		r.Response.OnHeader(func(_ int, h http.Header) {
+			for _, c := range cookies {
+				h.Add("Set-Cookie", c.String())
+			}
+		})
+	}
+	ep, inflight, ok := f.up.Pick(cluster, key)
 	if !ok {
 		return nil, mesherr.New(mesherr.NoHealthyUpstream, "%s has no healthy instance", mesherr.Dest(r.Service, r.Version))
 	}
@@ -153,7 +162,7 @@ func (f *routerFilter) pick(r *filter.Request) (*exchange, *mesherr.Error) {
 		return nil, mesherr.New(mesherr.Overloaded, "%s: %d requests in flight, the limit (TrafficPolicy connectionPool.maxRequests)", mesherr.Dest(r.Service, r.Version), n)
 	}
 	r.Endpoint = ep.Address
-	x := &exchange{up: f.up, cluster: cluster, inflight: inflight, breaker: cb}
+	x := &exchange{up: f.up, cluster: cluster, inflight: inflight, breaker: cb, key: key}
 	x.target = forward.Target{Addr: ep.Address, Service: r.Service, Version: r.Version, Fallbacks: x,
 		Timeout: RequestTimeout(rt, r.HTTP)}
 	if cluster.Outlier != nil {
@@ -176,10 +185,11 @@ type exchange struct {
 	// been told).
 	connectFailed bool
 
-	// For a route with retries: the request, its hash key, the cluster's
-	// budget, and the retries it allowed.
+	// The request's hash key (a retry's pick uses it too).
+	key balancer.HashKey
+	// For a route with retries: the request, the cluster's budget, and
+	// the retries it allowed.
 	req         *filter.Request
-	key         balancer.HashKey
 	budget      *breaker.Budget
 	retryBudget model.RetryBudget
 	retries     int
