@@ -14,6 +14,7 @@ func (p *Proxy) setSnapshot(s *model.Snapshot) {
 		return
 	}
 	p.health.Update(s) // probe the new endpoints, stop probing the gone ones
+	p.forgetGoneClusters(s)
 	p.snapshot.Store(s)
 	p.metrics.ConfigUpdated()
 	p.log.Info("config applied", "versions", s.Versions, "clusters", len(s.Clusters))

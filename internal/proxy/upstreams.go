@@ -42,3 +42,15 @@ func (u upstreams) Retried(c *model.Cluster, ok bool) {
 		u.p.metrics.RetryOverflow(c.Name)
 	}
 }
+
+// forgetGoneClusters drops the per-cluster state of clusters s no longer
+// has (balancers, circuit breakers, retry budgets, outlier detection), so
+// that it does not grow with cluster churn. Health checking drops its own
+// (health.Checker.Update).
+func (p *Proxy) forgetGoneClusters(s *model.Snapshot) {
+	keep := func(name string) bool { _, ok := s.Clusters[name]; return ok }
+	p.balancer.Retain(keep)
+	p.breakers.Retain(keep)
+	p.budgets.Retain(keep)
+	p.outliers.Retain(keep)
+}

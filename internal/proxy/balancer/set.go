@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"trellis.dev/trellis/internal/proxy/model"
+	"trellis.dev/trellis/internal/proxy/syncmap"
 )
 
 // Set holds one balancer of each kind, with their state (round-robin
@@ -71,4 +72,14 @@ func (s *Set) Loads() *Loads { return s.loads }
 // cluster picks at random) and not counted as a request in flight.
 func (s *Set) SelectConn(cluster *model.Cluster) (model.Endpoint, bool) {
 	return s.Select(cluster, HashKey{})
+}
+
+// Retain drops the state (round-robin counters, in-flight counts, rings)
+// of every cluster keep refuses: the clusters gone from the configuration,
+// so that state does not grow with cluster churn. A request still in
+// flight to a dropped cluster ends on its old counter, harmlessly.
+func (s *Set) Retain(keep func(cluster string) bool) {
+	syncmap.DeleteUnless(&s.roundRobin.counters, keep)
+	syncmap.DeleteUnless(&s.loads.clusters, keep)
+	syncmap.DeleteUnless(&s.ringHash.rings, keep)
 }

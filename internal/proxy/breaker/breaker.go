@@ -11,6 +11,8 @@ package breaker
 import (
 	"sync"
 	"sync/atomic"
+
+	"trellis.dev/trellis/internal/proxy/syncmap"
 )
 
 // Set holds the in-flight count of every cluster with a limit. The zero
@@ -61,4 +63,11 @@ func (s *Set) InFlight(cluster string) int64 {
 		return v.(*Counter).n.Load()
 	}
 	return 0
+}
+
+// Retain drops the in-flight counts of every cluster keep refuses (gone from the
+// configuration). A request still in flight to a dropped cluster ends on
+// its old counter, harmlessly.
+func (s *Set) Retain(keep func(cluster string) bool) {
+	syncmap.DeleteUnless(&s.clusters, keep)
 }

@@ -3,6 +3,8 @@ package breaker
 import (
 	"sync"
 	"sync/atomic"
+
+	"trellis.dev/trellis/internal/proxy/syncmap"
 )
 
 // Budget is one cluster's retry budget: the requests in flight to it on
@@ -59,3 +61,10 @@ func (b *Budget) TryRetry(percent float64, minConcurrency int) bool {
 
 // InFlight is the requests and retries in flight.
 func (b *Budget) InFlight() (requests, retries int64) { return b.active.Load(), b.retries.Load() }
+
+// Retain drops the budgets of every cluster keep refuses (gone from the
+// configuration). A request still in flight to a dropped cluster ends on
+// its old counter, harmlessly.
+func (s *Budgets) Retain(keep func(cluster string) bool) {
+	syncmap.DeleteUnless(&s.clusters, keep)
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/proxy/model"
+	"trellis.dev/trellis/internal/proxy/syncmap"
 )
 
 // Detector holds the outlier state of every cluster with outlier detection.
@@ -239,4 +240,10 @@ func (d *Detector) Ejected() map[string][]Ejected {
 		return true
 	})
 	return out
+}
+
+// Retain drops the outlier state (counts, ejections) of every cluster keep
+// refuses (gone from the configuration).
+func (d *Detector) Retain(keep func(cluster string) bool) {
+	syncmap.DeleteUnless(&d.clusters, keep)
 }
