@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -109,12 +108,8 @@ func TestCircuitBreakerTrips(t *testing.T) {
 	if !refused {
 		t.Fatal("no request was refused while another was in flight, in 5 rounds")
 	}
-	m := overflowsMetric.FindStringSubmatch(getBody(t, "http://"+gw.admin+"/stats/prometheus"))
-	if m == nil {
-		t.Fatal("no trellis_proxy_circuit_breaker_overflows_total for reviews")
-	}
-	if n, _ := strconv.Atoi(m[1]); n < 1 {
-		t.Fatalf("overflows %d, want at least 1", n)
+	if n := metricValue(t, gw, overflowsMetric); n < 1 {
+		t.Fatalf("trellis_proxy_circuit_breaker_overflows_total for reviews %d, want at least 1", n)
 	}
 	testutil.Eventually(t, 5*time.Second, "requests pass again", func() bool {
 		code, _, _ := send("/fast")

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,18 +28,6 @@ spec:
 `
 
 var unhealthyMetric = regexp.MustCompile(`trellis_proxy_health_check_unhealthy_total\{cluster="reviews"\} (\d+)`)
-
-// markedUnhealthy is the gateway's count of reviews instances marked
-// unhealthy by health checks.
-func markedUnhealthy(t *testing.T, gw *gateway) int {
-	t.Helper()
-	m := unhealthyMetric.FindStringSubmatch(getBody(t, "http://"+gw.admin+"/stats/prometheus"))
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
 
 // Two reviews instances answer their traffic; one's /healthz fails. With a
 // TrafficPolicy health check the gateway takes it out, and every request
@@ -73,7 +60,7 @@ func TestHealthCheckTakesInstanceOut(t *testing.T) {
 
 	apply(t, cp, healthPolicy)
 	testutil.Eventually(t, 30*time.Second, "the gateway marks the failing instance unhealthy", func() bool {
-		return markedUnhealthy(t, gw) >= 1
+		return metricValue(t, gw, unhealthyMetric) >= 1
 	})
 	dump := configDump(t, gw.admin)
 	if !strings.Contains(dump, `"healthChecks"`) || !strings.Contains(dump, `answered 503`) {

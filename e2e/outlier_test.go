@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,17 +25,6 @@ spec:
 `
 
 var ejectionsMetric = regexp.MustCompile(`trellis_proxy_outlier_ejections_total\{cluster="reviews"\} (\d+)`)
-
-// ejections is the gateway's count of reviews instances ejected.
-func ejections(t *testing.T, gw *gateway) int {
-	t.Helper()
-	m := ejectionsMetric.FindStringSubmatch(getBody(t, "http://"+gw.admin+"/stats/prometheus"))
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
 
 // answer asks the gateway for reviews: status and the answering app's
 // address (the sample app's "addr", also in its 500 answers).
@@ -77,12 +65,12 @@ func TestFailingInstanceEjected(t *testing.T) {
 	// Warm-up: round robin sends every third request to the failing
 	// instance, so its third 500 in a row comes within ~9 requests.
 	fails := 0
-	for i := 0; i < 60 && ejections(t, gw) == 0; i++ {
+	for i := 0; i < 60 && metricValue(t, gw, ejectionsMetric) == 0; i++ {
 		if code, _ := answer(t, gw); code == 500 {
 			fails++
 		}
 	}
-	if n := ejections(t, gw); n < 1 {
+	if n := metricValue(t, gw, ejectionsMetric); n < 1 {
 		t.Fatalf("no ejection after the warm-up (%d answers 500)", fails)
 	}
 	if !strings.Contains(configDump(t, gw.admin), `"ejected"`) {

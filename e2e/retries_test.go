@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -10,18 +9,6 @@ import (
 
 	"trellis.dev/trellis/internal/testutil"
 )
-
-// metricValue is the gateway's value of the counter matched by re (0 when
-// it has none yet).
-func metricValue(t *testing.T, gw *gateway, re *regexp.Regexp) int {
-	t.Helper()
-	m := re.FindStringSubmatch(getBody(t, "http://"+gw.admin+"/stats/prometheus"))
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
 
 var (
 	retriesMetric        = regexp.MustCompile(`trellis_proxy_retries_total\{cluster="reviews\|v1"\} (\d+)`)

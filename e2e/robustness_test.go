@@ -394,6 +394,18 @@ func TestGatewayBoundsHeadersAndConnections(t *testing.T) {
 	}
 }
 
+// metricValue is the gateway's value of the counter matched by re (0 when
+// it has none yet).
+func metricValue(t *testing.T, gw *gateway, re *regexp.Regexp) int {
+	t.Helper()
+	m := re.FindStringSubmatch(getBody(t, "http://"+gw.admin+"/stats/prometheus"))
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
 func getBody(t *testing.T, u string) string {
 	t.Helper()
 	resp, err := http.Get(u)
