@@ -74,16 +74,12 @@ type inboundServer struct {
 	metrics  *stats.Metrics
 	log      *slog.Logger
 
-	mu      sync.Mutex
-	closing bool
-	conns   map[net.Conn]struct{} // being classified or relayed
-	relays  int
+	conns tunnel.Tracker[net.Conn] // being classified or relayed, and the relays running
 }
 
 func (p *Proxy) newInboundServer(h *h1server.Server) *inboundServer {
 	return &inboundServer{http: h, declared: p.cfg.AppProtocol, app: appAddr(&p.cfg),
-		idle: tunnel.DefaultIdleTimeout, metrics: p.metrics, log: p.log.With("listener", stats.Inbound),
-		conns: map[net.Conn]struct{}{}}
+		idle: tunnel.DefaultIdleTimeout, metrics: p.metrics, log: p.log.With("listener", stats.Inbound)}
 }
 
 func appAddr(c *Config) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.AppPort)) }
@@ -104,11 +100,11 @@ func (s *inboundServer) Serve(ln net.Listener) error {
 // serveConn classifies c and hands it on: to the HTTP server through l, or
 // to a relay to the app.
 func (s *inboundServer) serveConn(l *detectListener, c net.Conn) {
-	if !s.track(c) {
+	if !s.conns.Track(c) {
 		c.Close()
 		return
 	}
-	defer s.untrack(c)
+	defer s.conns.Untrack(c)
 	if s.opaque() {
 		s.metrics.InboundConnection(s.declared, "declared")
 		s.relay(c, sniff.Result{})
@@ -142,14 +138,7 @@ func (s *inboundServer) serveConn(l *detectListener, c net.Conn) {
 // app does not accept the connection, c is reset: a TCP peer has no other
 // way to hear that nothing reached the app.
 func (s *inboundServer) relay(c net.Conn, res sniff.Result) {
-	s.mu.Lock()
-	s.relays++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.relays--
-		s.mu.Unlock()
-	}()
+	defer s.conns.RelayStarted()()
 	up, err := net.DialTimeout("tcp", s.app, appDialTimeout)
 	if err != nil {
 		s.log.Info("inbound relay: connect to the app failed; connection reset", "app", s.app,
@@ -169,60 +158,22 @@ func (s *inboundServer) relay(c net.Conn, res sniff.Result) {
 	}
 }
 
-func (s *inboundServer) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *inboundServer) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-}
-
 // Shutdown shuts the HTTP server down gracefully (which closes the
 // listener), then waits for the relays to end — they cannot be told to —
 // until ctx does: then it returns ctx's error, and Close ends them.
 func (s *inboundServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	s.mu.Unlock()
-	err := s.http.Shutdown(ctx)
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		s.mu.Lock()
-		n := s.relays
-		s.mu.Unlock()
-		if n == 0 || err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+	s.conns.Stop()
+	if err := s.http.Shutdown(ctx); err != nil {
+		return err
 	}
+	return s.conns.WaitRelays(ctx)
 }
 
 // Close closes the listener and every connection at once.
 func (s *inboundServer) Close() error {
-	s.mu.Lock()
-	s.closing = true
-	conns := make([]net.Conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	s.conns.Stop()
 	err := s.http.Close()
-	for _, c := range conns {
-		c.Close()
-	}
+	s.conns.CloseAll()
 	return err
 }
 

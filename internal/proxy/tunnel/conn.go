@@ -31,7 +31,7 @@ func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.Conn.Close()
 		close(c.closed)
-		c.server.untrack(c)
+		c.server.conns.Untrack(c)
 	})
 	return c.closeErr
 }

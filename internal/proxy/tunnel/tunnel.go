@@ -62,10 +62,7 @@ type Server struct {
 	// it before the first tunnel. DefaultIdleTimeout when zero.
 	IdleTimeout time.Duration
 
-	mu      sync.Mutex
-	conns   map[*conn]struct{} // every hijacked connection still open
-	relays  int                // relayed tunnels running
-	closing bool
+	conns Tracker[*conn] // every hijacked connection still open, and the relays running
 }
 
 // Info describes a tunnel when it ends, for metrics.
@@ -87,7 +84,7 @@ func New(h http.Handler, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: log, conns: map[*conn]struct{}{}}
+	s := &Server{log: log}
 	inner := defaultHost(h)
 	newServer := func(p *http.Protocols) *http.Server {
 		return &http.Server{
@@ -139,7 +136,7 @@ func (s *Server) hijack(w http.ResponseWriter, r *http.Request) (*conn, bool) {
 		return nil, false
 	}
 	c := newConn(raw, brw.Reader, r.Host, s) // CONNECT's request target, host:port
-	if !s.track(c) {
+	if !s.conns.Track(c) {
 		raw.Close()
 		return nil, false
 	}
@@ -232,14 +229,7 @@ func (s *Server) ServeExternal(w http.ResponseWriter, r *http.Request, up net.Co
 // runRelay runs both directions of rl: up → client at once, client → up
 // after before (sniffing) returns, until both ended; then it closes both.
 func (s *Server) runRelay(rl *relay, info *Info, before func() error) {
-	s.mu.Lock()
-	s.relays++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.relays--
-		s.mu.Unlock()
-	}()
+	defer s.conns.RelayStarted()()
 	var err error
 	info.Sent, info.Received, err = rl.run(before)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
@@ -278,9 +268,7 @@ func (s *Server) serveHTTP(c *conn, proto sniff.Protocol) {
 // idle tunnels close. When ctx ends first, every tunnel still open is
 // closed.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	s.mu.Unlock()
+	s.conns.Stop()
 
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
@@ -291,75 +279,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := errors.Join(errs...)
 	// Relayed tunnels cannot be told to finish: they run until they end
 	// or ctx does.
-	if werr := s.waitRelays(ctx); err == nil {
+	if werr := s.conns.WaitRelays(ctx); err == nil {
 		err = werr
 	}
-	if err != nil || s.open() > 0 {
-		s.closeAll()
+	if err != nil || s.conns.Open() > 0 {
+		s.conns.CloseAll()
 	}
 	return err
 }
 
 // Close closes every tunnel at once.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closing = true
-	s.mu.Unlock()
+	s.conns.Stop()
 	err := errors.Join(s.h1.Close(), s.h2.Close())
-	s.closeAll()
+	s.conns.CloseAll()
 	return err
-}
-
-// waitRelays waits until no relayed tunnel runs, or ctx ends.
-func (s *Server) waitRelays(ctx context.Context) error {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		s.mu.Lock()
-		n := s.relays
-		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// open is the number of tunnels not yet closed.
-func (s *Server) open() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
-func (s *Server) track(c *conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c *conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-}
-
-func (s *Server) closeAll() {
-	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
 }
