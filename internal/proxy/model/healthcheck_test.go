@@ -3,17 +3,16 @@ package model_test
 import (
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"trellis.dev/trellis/internal/proxy/model"
-	"trellis.dev/trellis/internal/proxy/model/modeltest"
 )
 
 func TestConvertHealthChecks(t *testing.T) {
@@ -129,18 +128,9 @@ func TestConvertHealthChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := modeltest.Mesh().Clusters[0]
-			c.Name = "reviews"
-			c.HealthChecks = tt.hcs
-			got, err := model.ConvertCluster(c)
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want %q", err, tt.err)
-				}
+			got := convertCluster(t, func(c *clusterv3.Cluster) { c.HealthChecks = tt.hcs }, tt.err)
+			if got == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got.HealthCheck, tt.want) {
 				t.Fatalf("HealthCheck = %+v, want %+v", got.HealthCheck, tt.want)

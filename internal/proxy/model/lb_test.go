@@ -116,18 +116,9 @@ func TestConvertOutlier(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := modeltest.Mesh().Clusters[0]
-			c.Name = "reviews"
-			c.OutlierDetection = tt.od
-			got, err := model.ConvertCluster(c)
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want %q", err, tt.err)
-				}
+			got := convertCluster(t, func(c *clusterv3.Cluster) { c.OutlierDetection = tt.od }, tt.err)
+			if got == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got.Outlier, tt.want) {
 				t.Fatalf("Outlier = %+v, want %+v", got.Outlier, tt.want)
@@ -170,22 +161,34 @@ func TestConvertCircuitBreakers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := modeltest.Mesh().Clusters[0]
-			c.Name = "reviews"
-			c.CircuitBreakers = tt.cb
-			got, err := model.ConvertCluster(c)
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want %q", err, tt.err)
-				}
+			got := convertCluster(t, func(c *clusterv3.Cluster) { c.CircuitBreakers = tt.cb }, tt.err)
+			if got == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got.MaxRequests != tt.want {
 				t.Fatalf("MaxRequests = %d, want %d", got.MaxRequests, tt.want)
 			}
 		})
 	}
+}
+
+// convertCluster converts the test mesh's first cluster, named reviews,
+// after edit. With wantErr set it checks the error contains it and
+// returns nil; otherwise the conversion must succeed.
+func convertCluster(t *testing.T, edit func(*clusterv3.Cluster), wantErr string) *model.Cluster {
+	t.Helper()
+	c := modeltest.Mesh().Clusters[0]
+	c.Name = "reviews"
+	edit(c)
+	got, err := model.ConvertCluster(c)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error %v, want %q", err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }

@@ -210,18 +210,9 @@ func TestConvertRetryBudget(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := modeltest.Mesh().Clusters[0]
-			c.Name = "reviews"
-			c.CircuitBreakers = tt.cb
-			got, err := model.ConvertCluster(c)
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want %q", err, tt.err)
-				}
+			got := convertCluster(t, func(c *clusterv3.Cluster) { c.CircuitBreakers = tt.cb }, tt.err)
+			if got == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got.RetryBudget, tt.want) || got.MaxRequests != tt.maxRequests {
 				t.Fatalf("RetryBudget %+v MaxRequests %d, want %+v %d", got.RetryBudget, got.MaxRequests, tt.want, tt.maxRequests)
