@@ -205,10 +205,31 @@ func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, t *Target) {
 		f.forwardH1(w, r, t)
 		return
 	}
+	if r.Header["Expect"] != nil {
+		w = &oneContinue{w}
+	}
 	fc := &forwardCtx{Context: r.Context(), target: t, w: w}
 	f.proxy.ServeHTTP(w, r.WithContext(fc))
 	fc.tries.end()
 }
+
+// oneContinue is the ResponseWriter of a request with Expect: it drops the
+// instance's 100 Continue that ReverseProxy relays. The client gets its
+// one 100 from the server when the body is first read, which the
+// transport does only once the instance's 100 came (or its
+// ExpectContinueTimeout passed): relaying the instance's 100 too raced with
+// that read and sent two. An instance that answers at once leaves the body
+// unread, and no 100 goes out.
+type oneContinue struct{ http.ResponseWriter }
+
+func (w *oneContinue) WriteHeader(code int) {
+	if code == http.StatusContinue {
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *oneContinue) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // CloseIdleConnections closes pooled connections not in use.
 func (f *Forwarder) CloseIdleConnections() {

@@ -58,12 +58,11 @@ func NewTransport(log *slog.Logger) *Transport {
 			// A proxy passes bodies through as they are: no transparent gzip.
 			DisableCompression: true,
 			// Expect: 100-continue end to end: the request's head goes
-			// first and its body only after the instance's 100 (relayed to
-			// the client, which then sends it; net/http sends no 100 of
-			// its own once one was written), its final answer (the body
-			// is never read: no 100 reaches the client), or this long
-			// without either (an instance that ignores Expect; curl waits
-			// as long).
+			// first and its body is read (so the client gets net/http's
+			// 100 and sends it; oneContinue drops the instance's own)
+			// only after the instance's 100, never after its final answer
+			// (no 100 reaches the client), or after this long without
+			// either (an instance that ignores Expect; curl waits as long).
 			ExpectContinueTimeout: expectContinueTimeout,
 			Protocols:             p,
 			HTTP2: &http.HTTP2Config{
