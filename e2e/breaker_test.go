@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"regexp"
 	"testing"
 	"time"
@@ -68,8 +69,15 @@ func TestCircuitBreakerTrips(t *testing.T) {
 	refused := false
 	for round := 0; round < 5 && !refused; round++ {
 		slow := make(chan int, 1)
+		sent := make(chan struct{})
 		go func() {
-			req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://"+gw.addr+"/slow?sleep=3s", nil)
+			// The quick requests start once the slow one is written, so
+			// that it usually reaches the gateway first (when both started
+			// together, the quick one, on the pooled connection, kept
+			// winning the slot on a loaded machine).
+			trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { close(sent) }}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+				"GET", "http://"+gw.addr+"/slow?sleep=3s", nil)
 			req.Host = "reviews"
 			resp, err := c.Do(req)
 			if err != nil {
@@ -80,6 +88,11 @@ func TestCircuitBreakerTrips(t *testing.T) {
 			resp.Body.Close()
 			slow <- resp.StatusCode
 		}()
+		select {
+		case <-sent:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the slow request was not sent")
+		}
 		slowCode := -1
 		for n := 0; n < 1000 && slowCode < 0; n++ {
 			code, errCode, body := send("/fast")
